@@ -1,0 +1,125 @@
+import datetime
+
+from cryptolens.v1 import common_pb2 as _common_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ListSymbolsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SeriesInfo(_message.Message):
+    __slots__ = ("symbol", "interval", "count", "first", "last", "source", "data_version", "watched")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DATA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WATCHED_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    interval: str
+    count: int
+    first: _timestamp_pb2.Timestamp
+    last: _timestamp_pb2.Timestamp
+    source: str
+    data_version: int
+    watched: bool
+    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., count: _Optional[int] = ..., first: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., data_version: _Optional[int] = ..., watched: _Optional[bool] = ...) -> None: ...
+
+class ListSymbolsResponse(_message.Message):
+    __slots__ = ("series", "watchlist")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    WATCHLIST_FIELD_NUMBER: _ClassVar[int]
+    series: _containers.RepeatedCompositeFieldContainer[SeriesInfo]
+    watchlist: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, series: _Optional[_Iterable[_Union[SeriesInfo, _Mapping]]] = ..., watchlist: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BackfillRequest(_message.Message):
+    __slots__ = ("symbol", "interval", "start", "end")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    interval: str
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class BackfillResponse(_message.Message):
+    __slots__ = ("symbol", "interval", "bars_stored", "source", "data_version", "gaps")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    BARS_STORED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DATA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GAPS_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    interval: str
+    bars_stored: int
+    source: str
+    data_version: int
+    gaps: _containers.RepeatedCompositeFieldContainer[_common_pb2.Gap]
+    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., bars_stored: _Optional[int] = ..., source: _Optional[str] = ..., data_version: _Optional[int] = ..., gaps: _Optional[_Iterable[_Union[_common_pb2.Gap, _Mapping]]] = ...) -> None: ...
+
+class GetBarsRequest(_message.Message):
+    __slots__ = ("symbol", "interval", "lookback", "start", "end", "limit")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    LOOKBACK_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    interval: str
+    lookback: str
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    limit: int
+    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., lookback: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class GetBarsResponse(_message.Message):
+    __slots__ = ("symbol", "interval", "bars", "source", "gaps", "data_version")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    BARS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    GAPS_FIELD_NUMBER: _ClassVar[int]
+    DATA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    interval: str
+    bars: _containers.RepeatedCompositeFieldContainer[_common_pb2.Bar]
+    source: str
+    gaps: _containers.RepeatedCompositeFieldContainer[_common_pb2.Gap]
+    data_version: int
+    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., bars: _Optional[_Iterable[_Union[_common_pb2.Bar, _Mapping]]] = ..., source: _Optional[str] = ..., gaps: _Optional[_Iterable[_Union[_common_pb2.Gap, _Mapping]]] = ..., data_version: _Optional[int] = ...) -> None: ...
+
+class WatchBarsRequest(_message.Message):
+    __slots__ = ("symbols", "interval")
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    interval: str
+    def __init__(self, symbols: _Optional[_Iterable[str]] = ..., interval: _Optional[str] = ...) -> None: ...
+
+class WatchBarsResponse(_message.Message):
+    __slots__ = ("symbol", "interval", "bars", "data_version", "source")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    BARS_FIELD_NUMBER: _ClassVar[int]
+    DATA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    interval: str
+    bars: _containers.RepeatedCompositeFieldContainer[_common_pb2.Bar]
+    data_version: int
+    source: str
+    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., bars: _Optional[_Iterable[_Union[_common_pb2.Bar, _Mapping]]] = ..., data_version: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs on a fresh Debian/Ubuntu machine, then runs it.
+#   bash scripts/test.sh            # the whole suite
+#   bash scripts/test.sh -k store   # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System tools the tests use for real: redis-server, chromium (UI), promtool/prometheus (scraping, rules).
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v chromium >/dev/null || need+=(chromium)
+command -v promtool >/dev/null || need+=(prometheus)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${need[*]} with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${need[@]}" >/dev/null
+  else
+    echo "missing ${need[*]}: install them (apt-get install ${need[*]}) or run as root" >&2
+  fi
+fi
+
+# Python packages in a project-local virtual environment.
+python3 -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q -e ".[test]"
+
+python -m pytest "$@"

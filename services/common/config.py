@@ -1,0 +1,181 @@
+"""Typed settings from flags and ``CRYPTOLENS_*`` environment variables.
+
+Every field of a settings dataclass becomes a flag (``grpc_port`` → ``--grpc-port``) and an
+environment variable (``CRYPTOLENS_GRPC_PORT``). Precedence: flag, then environment, then the
+default. A bad value raises ``SettingsError`` with one line a person can act on; the CLI prints
+it and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from services.common.errors import InvalidArgument
+from services.common.intervals import check_interval, check_symbol
+
+ENV_PREFIX = "CRYPTOLENS_"
+
+# Default ports (DESIGN §3): gRPC and Prometheus metrics per service.
+DEFAULT_PORTS = {"fetch": (50051, 9101), "core": (50052, 9102), "alerts": (50053, 9103)}
+DEFAULT_SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD")
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the flag and the environment variable."""
+
+
+def setting(default: Any, help: str, check: Callable[[Any], Any] | None = None, **kw) -> Any:
+    """A settings field with help text and an optional validator returning the cleaned value."""
+    meta = {"help": help, "check": check}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+def _port(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number between 0 and 65535")
+    return value
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _symbols(values: list[str]) -> list[str]:
+    try:
+        cleaned = [check_symbol(v) for v in values if v.strip()]
+    except InvalidArgument as exc:
+        raise ValueError(exc.message.split(": ", 1)[1]) from None
+    if not cleaned:
+        raise ValueError("needs at least one symbol, e.g. BTC-USD")
+    return list(dict.fromkeys(cleaned))
+
+
+def _interval(value: str) -> str:
+    try:
+        return check_interval(value)
+    except InvalidArgument as exc:
+        raise ValueError(exc.message.split(": ", 1)[1]) from None
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return value.upper()
+
+
+def _redis_url(value: str) -> str:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return value
+
+
+@dataclass
+class ServiceSettings:
+    """Settings every gRPC service shares."""
+
+    host: str = setting("0.0.0.0", "address the gRPC and metrics servers bind to")
+    grpc_port: int = setting(0, "gRPC port (0: the service's default)", _port)
+    metrics_port: int = setting(0, "Prometheus /metrics port (0: the service's default)", _port)
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis URL", _redis_url)
+    log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR", _log_level)
+    grace_s: float = setting(5.0, "seconds in-flight calls get on shutdown", _positive)
+    redis_check_s: float = setting(2.0, "seconds between Redis health checks", _positive)
+    max_connection_age_s: float = setting(
+        300.0, "seconds before a client connection is recycled (spreads load over replicas)", _positive
+    )
+    fetch_addr: str = setting("127.0.0.1:50051", "Fetch service address (host:port or dns:///...)")
+    core_addr: str = setting("127.0.0.1:50052", "Core service address")
+    alerts_addr: str = setting("127.0.0.1:50053", "Alerts service address")
+    symbols: list[str] = setting(list(DEFAULT_SYMBOLS), "watch list, comma separated", _symbols)
+    interval: str = setting("1h", "default bar interval", _interval)
+
+    service_name: typing.ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        grpc_default, metrics_default = DEFAULT_PORTS.get(self.service_name, (0, 0))
+        self.grpc_port = self.grpc_port or grpc_default
+        self.metrics_port = self.metrics_port or metrics_default
+
+
+def _parse_scalar(kind: type, raw: str) -> Any:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("must be true or false")
+    if kind is int:
+        return int(raw)
+    if kind is float:
+        return float(raw)
+    return raw
+
+
+def _convert(f: dataclasses.Field, hints: Mapping[str, Any], raw: Any) -> Any:
+    kind = hints[f.name]
+    if typing.get_origin(kind) is list:
+        raw = [part.strip() for part in raw.split(",")] if isinstance(raw, str) else list(raw)
+    elif isinstance(raw, str):
+        try:
+            raw = _parse_scalar(kind, raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a valid {kind.__name__}") from None
+    check = f.metadata.get("check")
+    return check(raw) if check else raw
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one ``--flag`` per settings field (values stay strings until ``load_settings``)."""
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        env = ENV_PREFIX + f.name.upper()
+        parser.add_argument(flag, dest=f.name, default=None, help=f"{f.metadata.get('help', '')} [{env}]")
+
+
+def load_settings(cls: type, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None):
+    """Build and validate a settings object from parsed flags and the environment."""
+    flags = flags or {}
+    env = os.environ if env is None else env
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        env_name = ENV_PREFIX + f.name.upper()
+        if flags.get(f.name) is not None:
+            raw, origin = flags[f.name], "--" + f.name.replace("_", "-")
+        elif env_name in env:
+            raw, origin = env[env_name], env_name
+        else:
+            continue
+        try:
+            values[f.name] = _convert(f, hints, raw)
+        except ValueError as exc:
+            raise SettingsError(f"bad setting {origin}={raw!r}: {exc}") from None
+    try:
+        settings = cls(**values)
+    except ValueError as exc:
+        raise SettingsError(f"bad settings: {exc}") from None
+    # Validate defaults too, so a subclass default never slips through unchecked.
+    for f in dataclasses.fields(cls):
+        if f.name not in values and f.metadata.get("check"):
+            try:
+                setattr(settings, f.name, f.metadata["check"](getattr(settings, f.name)))
+            except ValueError as exc:
+                raise SettingsError(f"bad default for {f.name}: {exc}") from None
+    return settings
+
+
+def parse_settings(cls: type, argv: Sequence[str] | None = None, prog: str | None = None):
+    """Convenience for ``python -m``: parse argv into a settings object."""
+    parser = argparse.ArgumentParser(prog=prog)
+    add_arguments(parser, cls)
+    return load_settings(cls, vars(parser.parse_args(argv)))
