@@ -24,8 +24,12 @@ PACKAGE = Path("cryptolens") / "v1"
 def generate(out: Path) -> None:
     protos = sorted(str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / PACKAGE).glob("*.proto"))
     include = Path(protoc.__file__).parent / "_proto"  # google/protobuf/*.proto shipped with grpcio-tools
+    # descriptors.binpb keeps the proto comments, which generated code drops: the servers' reflection
+    # serves it, so `grpcurl describe` shows every field's documentation.
     args = ["protoc", f"-I{PROTO_DIR}", f"-I{include}", f"--python_out={out}", f"--pyi_out={out}",
-            f"--grpc_python_out={out}", *protos]
+            f"--grpc_python_out={out}", "--include_source_info",
+            f"--descriptor_set_out={out / PACKAGE / 'descriptors.binpb'}", *protos]
+    (out / PACKAGE).mkdir(parents=True, exist_ok=True)
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     for pkg in (out / "cryptolens", out / PACKAGE):

@@ -88,10 +88,16 @@ def redis_server(tmp_path_factory):
 
 
 @pytest.fixture
-async def redis_client(redis_server):
+def scratch_redis_url(redis_server) -> str:
+    """Database 1 of the session's Redis: tests may flush it; the running stack uses database 0."""
+    return redis_server.url[:-1] + "1"
+
+
+@pytest.fixture
+async def redis_client(scratch_redis_url):
     import redis.asyncio as aioredis
 
-    client = aioredis.from_url(redis_server.url)
+    client = aioredis.from_url(scratch_redis_url)
     await client.flushdb()
     yield client
     await client.aclose()

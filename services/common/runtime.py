@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import time
 from typing import Callable, Iterable, Protocol
@@ -19,10 +20,10 @@ import grpc
 import redis.asyncio as aioredis
 import redis.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from services.common.config import ServiceSettings, SettingsError
+from services.common import reflection as documented_reflection
 from services.common.errors import ServiceError
 from services.common.logs import setup_logging
 
@@ -178,15 +179,14 @@ class ServiceRuntime:
         s = self.settings
         self.service.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (*self.service.full_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
+        documented_reflection.enable(self.server, (*self.service.full_names, health.SERVICE_NAME))
         await self._set_health(NOT_SERVING)
         if s.metrics_port:
             try:
                 self._metrics_server, _ = start_http_server(s.metrics_port, addr=s.host)
             except OSError as exc:
                 raise StartupError(f"metrics port {s.host}:{s.metrics_port} is unavailable: {exc.strerror}") from None
+        _check_port_free(s.host, s.grpc_port)
         try:
             self.port = self.server.add_insecure_port(f"{s.host}:{s.grpc_port}")
         except RuntimeError:
@@ -236,6 +236,18 @@ class ServiceRuntime:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         await self.redis.aclose()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line before gRPC's C core logs its own multi-line complaint."""
+    if not port:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise StartupError(f"gRPC port {host}:{port} is unavailable: {exc.strerror}") from None
 
 
 def redis_client(url: str) -> aioredis.Redis:

@@ -62,10 +62,10 @@ async def test_partial_bar_never_replaces_complete_one(redis_client):
     assert bars["flags"][3] == FLAG_PARTIAL
 
 
-async def test_concurrent_writers_lose_nothing(redis_client, redis_server):
+async def test_concurrent_writers_lose_nothing(redis_client, scratch_redis_url):
     import redis.asyncio as aioredis
 
-    clients = [aioredis.from_url(redis_server.url) for _ in range(4)]
+    clients = [aioredis.from_url(scratch_redis_url) for _ in range(4)]
     stores = [PriceStore(c) for c in clients]
     pages = [minute_bars(i * 1000 * MIN, 1000) for i in range(8)]
     results = await asyncio.gather(*(stores[i % 4].write("BTC-USD", "1m", p, "x") for i, p in enumerate(pages)))

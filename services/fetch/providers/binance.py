@@ -1,0 +1,108 @@
+"""Binance spot klines: ``GET /api/v3/klines`` (weight 2, at most 1000 rows per call).
+
+Symbols: ``BTC-USD`` → ``BTCUSDT``. Binance.com lists no USD markets, so a USD quote is served
+from the USDT market (USDT tracks USD within a fraction of a percent in normal times; the
+bar source is recorded as ``binance`` so a reader can tell). Other quotes map as written
+(``ETH-BTC`` → ``ETHBTC``, ``BTC-EUR`` → ``BTCEUR``). Whether a market exists is only known by
+asking: an unknown one answers HTTP 400 (code -1121), which becomes ``Unsupported``.
+
+Rows are ``[openTime, "open", "high", "low", "close", "volume", closeTime, ...]``, times in
+epoch ms, prices as strings, oldest first. Paging: next ``startTime`` = last open + interval.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import numpy as np
+
+from services.common.bars import BAR_DTYPE, FLAG_PARTIAL
+from services.common.intervals import INTERVAL_MS, check_symbol
+from services.common.errors import InvalidArgument
+from services.fetch.providers.base import BadResponse, Unsupported
+from services.fetch.providers.http import HttpAnswer, HttpProvider, _finish, as_float, clip, wall_clock_ms
+
+DEFAULT_URL = "https://api.binance.com"
+MAX_LIMIT = 1000
+QUOTE_ALIASES = {"USD": "USDT"}  # no USD spot markets on binance.com
+_BAN_RE = re.compile(r"banned until (\d{12,14})")
+
+
+def market(symbol: str) -> str:
+    base, _, quote = symbol.partition("-")
+    return base + QUOTE_ALIASES.get(quote, quote)
+
+
+def parse_klines(payload: Any, now_ms: int) -> np.ndarray:
+    """One klines page as bars (input order); a kline whose close time is not yet past is partial.
+
+    Raises ValueError/TypeError/IndexError on a body of the wrong shape.
+    """
+    if not isinstance(payload, list):
+        raise ValueError(f"klines must be a JSON array, got {type(payload).__name__}")
+    bars = np.zeros(len(payload), dtype=BAR_DTYPE)
+    for i, row in enumerate(payload):
+        if not isinstance(row, list) or len(row) < 7:
+            raise ValueError(f"kline row {i} is not a 7+ element array: {str(row)[:80]}")
+        open_time, close_time = row[0], row[6]
+        if not isinstance(open_time, int) or not isinstance(close_time, int):
+            raise ValueError(f"kline row {i} has non-integer times")
+        bars[i] = (
+            open_time, as_float(row[1]), as_float(row[2]), as_float(row[3]), as_float(row[4]), as_float(row[5]),
+            FLAG_PARTIAL if close_time >= now_ms else 0,
+        )
+    return bars
+
+
+class BinanceProvider(HttpProvider):
+    name = "binance"
+    request_weight = {"klines": 2}
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        page_limit: int = MAX_LIMIT,
+        now_ms: Callable[[], int] = wall_clock_ms,
+        **http_kwargs,
+    ):
+        super().__init__(base_url, now_ms=now_ms, **http_kwargs)
+        if not 1 <= page_limit <= MAX_LIMIT:
+            raise ValueError(f"page_limit must be 1..{MAX_LIMIT}")
+        self.page_limit = page_limit
+
+    def supports(self, symbol: str, interval: str) -> bool:
+        try:
+            check_symbol(symbol)
+        except InvalidArgument:
+            return False
+        return interval in INTERVAL_MS
+
+    def rate_limit_hint(self, answer: HttpAnswer) -> float | None:
+        # A 418 ban says until when in the message (epoch ms) when no Retry-After came with it.
+        match = _BAN_RE.search(answer.text)
+        if match is None:
+            return None
+        return max(0.0, (int(match.group(1)) - self.now_ms()) / 1000)
+
+    async def fetch_bars(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> np.ndarray:
+        if not self.supports(symbol, interval):
+            raise Unsupported(self.name, f"{symbol} {interval} is not served")
+        step = INTERVAL_MS[interval]
+        pages: list[np.ndarray] = []
+        cursor = start_ms
+        while cursor < end_ms:
+            params = {"symbol": market(symbol), "interval": interval, "startTime": cursor,
+                      "endTime": end_ms - 1, "limit": self.page_limit}
+            page = await self.request("klines", "/api/v3/klines", params,
+                                      lambda body: parse_klines(body, self.now_ms()))
+            pages.append(page)
+            if len(page) < self.page_limit:
+                break  # Binance answered everything up to endTime (or up to now)
+            following = int(page["ts"].max()) + step
+            if following <= cursor:
+                raise BadResponse(self.name, f"klines paging did not advance past {cursor}")
+            cursor = following
+        bars = np.concatenate(pages) if pages else np.zeros(0, dtype=BAR_DTYPE)
+        return clip(_finish(bars), start_ms, end_ms)

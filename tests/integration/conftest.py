@@ -1,0 +1,20 @@
+"""The shared running stack for integration tests (one per session: starting it costs seconds)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.services import Stack
+
+
+@pytest.fixture(scope="session")
+def stack(redis_server, tmp_path_factory):
+    stack = Stack(redis_server.url, tmp_path_factory.mktemp("stack"))
+    stack.add("fetch", "--provider", "simulated", "--refresh-s", "2", "--history-days", "30")
+    stack.add("core")
+    try:
+        stack["fetch"].wait_serving()
+        stack["core"].wait_serving()
+        yield stack
+    finally:
+        stack.stop()
