@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Rule(_message.Message):
-    __slots__ = ("id", "name", "kind", "symbol", "interval", "window", "metric", "condition", "warning", "alert", "clear", "pending_for_s", "cooldown_s", "keep_firing_for_s", "notify", "enabled", "description", "builtin")
+    __slots__ = ("id", "name", "kind", "symbol", "interval", "window", "metric", "condition", "warning", "alert", "clear", "pending_for_s", "cooldown_s", "keep_firing_for_s", "notify", "enabled", "description", "builtin", "baseline_window")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class Rule(_message.Message):
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_WINDOW_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     kind: str
@@ -47,7 +48,8 @@ class Rule(_message.Message):
     enabled: bool
     description: str
     builtin: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., symbol: _Optional[str] = ..., interval: _Optional[str] = ..., window: _Optional[str] = ..., metric: _Optional[str] = ..., condition: _Optional[str] = ..., warning: _Optional[float] = ..., alert: _Optional[float] = ..., clear: _Optional[float] = ..., pending_for_s: _Optional[int] = ..., cooldown_s: _Optional[int] = ..., keep_firing_for_s: _Optional[int] = ..., notify: _Optional[str] = ..., enabled: _Optional[bool] = ..., description: _Optional[str] = ..., builtin: _Optional[bool] = ...) -> None: ...
+    baseline_window: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., symbol: _Optional[str] = ..., interval: _Optional[str] = ..., window: _Optional[str] = ..., metric: _Optional[str] = ..., condition: _Optional[str] = ..., warning: _Optional[float] = ..., alert: _Optional[float] = ..., clear: _Optional[float] = ..., pending_for_s: _Optional[int] = ..., cooldown_s: _Optional[int] = ..., keep_firing_for_s: _Optional[int] = ..., notify: _Optional[str] = ..., enabled: _Optional[bool] = ..., description: _Optional[str] = ..., builtin: _Optional[bool] = ..., baseline_window: _Optional[str] = ...) -> None: ...
 
 class AlertStatus(_message.Message):
     __slots__ = ("symbol", "rule", "state", "grade", "value", "threshold", "since", "message")

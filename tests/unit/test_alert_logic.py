@@ -1,0 +1,186 @@
+"""Alert rules, the state machine and backtests: on real history and on made-up series."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from services.alerts.backtest import backtest, transition_to_json
+from services.alerts.rules import (Rule, builtin_rules, explain, grade, load_rules_file, measure, rule_from_dict,
+                                   series_values)
+from services.alerts.state import AlertState, step
+from services.common.errors import InvalidArgument
+
+DAY = 86_400_000
+HOUR = 3_600_000
+
+
+def daily(shared_data, name: str) -> tuple[np.ndarray, np.ndarray]:
+    df = pd.read_csv(shared_data / "prices" / name).sort_values("timestamp").drop_duplicates("timestamp")
+    return df["timestamp"].to_numpy("int64"), df["close"].to_numpy(float)
+
+
+def states_by_day(transitions) -> pd.Series:
+    """The state in force on each day, from the transitions."""
+    return pd.Series({pd.Timestamp(t.time_ms, unit="ms"): t.to_state for t in transitions}).sort_index()
+
+
+def state_on(transitions, day: str) -> str:
+    states = states_by_day(transitions)
+    before = states[states.index <= pd.Timestamp(day)]
+    return before.iloc[-1] if len(before) else "OK"
+
+
+def rules_1d() -> dict[str, Rule]:
+    return {r.id: r for r in builtin_rules("1d")}
+
+
+def test_price_drop_alerts_on_real_crashes(shared_data):
+    rule = rules_1d()["price_drop"]
+    for name, symbol, day, fall in (("BTCUSDT_1d_cdd-binance.csv", "BTC-USD", "2020-03-12", 0.395),
+                                    ("SOLUSDT_1d_cdd-binance.csv", "SOL-USD", "2022-11-09", 0.422)):
+        ts, close = daily(shared_data, name)
+        transitions = backtest(rule, symbol, ts, close, "1d")
+        assert state_on(transitions, day) == "ALERT", symbol
+        values = series_values(rule, ts, close, 365)
+        on_day = int(np.searchsorted(ts, pd.Timestamp(day).value // 10**6))
+        assert values[on_day] == pytest.approx(fall, abs=0.001)
+        assert explain(rule, symbol, values[on_day], "ALERT") == (
+            f"{symbol} fell {fall * 100:.1f} % in 1d, above the 10.0 % ALERT line")
+
+
+def test_drawdown_is_in_alert_through_the_2018_bear_market(shared_data):
+    ts, close = daily(shared_data, "BTCUSDT_1d_cdd-binance.csv")
+    transitions = backtest(rules_1d()["drawdown"], "BTC-USD", ts, close, "1d")
+    assert state_on(transitions, "2018-12-15") == "ALERT"
+    days = pd.date_range("2018-06-01", "2019-01-31", freq="D")
+    in_alert = sum(state_on(transitions, str(d.date())) == "ALERT" for d in days)
+    assert in_alert / len(days) > 0.9
+
+
+def test_volatility_spike_on_march_2020(shared_data):
+    ts, close = daily(shared_data, "BTCUSDT_1d_cdd-binance.csv")
+    transitions = backtest(rules_1d()["volatility_spike"], "BTC-USD", ts, close, "1d")
+    assert state_on(transitions, "2020-03-14") == "ALERT"
+
+
+def oscillating(n: int = 200, level: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    ts = np.arange(n, dtype=np.int64) * HOUR
+    return ts, level + np.where(np.arange(n) % 2, 1.0, -1.0)  # flips across 100 every bar
+
+
+def test_oscillation_gives_at_most_one_notification_per_cooldown():
+    rule = Rule(id="osc", metric="price", condition="below", warning=100, alert=99, clear=100, interval="1h",
+                window="1h", cooldown_s=24 * 3600)
+    ts, close = oscillating()
+    transitions = backtest(rule, "X-USD", ts, close, "1h")
+    assert len(transitions) > 50  # it really does flap between states...
+    notified = [t.time_ms for t in transitions if t.notify]
+    gaps = np.diff(notified)
+    assert len(notified) <= 200 // 24 + 1 and (gaps >= 24 * HOUR).all()  # ...but notifies once a day at most
+
+
+def test_hysteresis_holds_between_enter_and_clear():
+    rule = Rule(id="h", metric="price", condition="above", warning=110, alert=120, clear=100, interval="1h",
+                window="1h", cooldown_s=0)
+    assert grade(rule, 121) == "ALERT"
+    assert grade(rule, 105, current="ALERT") == "ALERT"  # below warning, not yet past clear: hold
+    assert grade(rule, 115, current="ALERT") == "WARNING"  # back in the warning band
+    assert grade(rule, 99, current="WARNING") == "OK"
+    assert grade(rule, 105, current="OK") == "OK"
+
+
+def test_pending_period_ignores_one_bar_blips():
+    rule = Rule(id="p", metric="price", condition="above", alert=120, clear=110, interval="1h", window="1h",
+                pending_for_s=2 * 3600)
+    state = AlertState.initial("X-USD", "p", 0)
+    state, t1 = step(state, rule, 130, 0)
+    assert state.state == "PENDING" and state.grade == "OK" and not any(t.notify for t in t1)
+    state, t2 = step(state, rule, 100, HOUR)  # the blip is over before the pending period
+    assert state.state == "OK" and [t.to_state for t in t2] == ["OK"] and not t2[0].notify
+    for hour, value in ((2, 130), (3, 130)):
+        state, _ = step(state, rule, value, hour * HOUR)
+    assert state.state == "PENDING"
+    state, t3 = step(state, rule, 130, 4 * HOUR)
+    assert state.state == "ALERT" and t3[0].notify
+
+
+def test_keep_firing_then_recover():
+    rule = Rule(id="k", metric="price", condition="above", alert=120, clear=110, interval="1h", window="1h",
+                keep_firing_for_s=3600, cooldown_s=0)
+    state = AlertState.initial("X-USD", "k", 0)
+    state, _ = step(state, rule, 130, 0)
+    state, t = step(state, rule, 100, HOUR)
+    assert state.state == "RECOVERING" and state.grade == "ALERT" and not t[0].notify
+    state, t = step(state, rule, 100, 2 * HOUR)
+    assert state.state == "OK" and t[0].notify and "back inside" in t[0].message
+
+
+def test_undefined_value_changes_nothing():
+    rule = Rule(id="u", metric="sharpe", condition="below", alert=-1, clear=0)
+    state = AlertState.initial("X-USD", "u", 0)
+    assert step(state, rule, None, HOUR) == (state, [])
+
+
+def test_state_round_trips_through_json():
+    rule = Rule(id="r", metric="price", condition="above", alert=120, clear=110)
+    state, _ = step(AlertState.initial("X-USD", "r", 0), rule, 130, 5)
+    assert AlertState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"id": "a", "metric": "happiness", "alert": 1}, "metric"),
+    ({"id": "a", "window": "ten days", "alert": 1}, "window"),
+    ({"id": "a", "interval": "2h", "alert": 1}, "interval"),
+    ({"id": "a", "symbol": "BTCUSD", "alert": 1}, "symbol"),
+    ({"id": "a", "condition": "above", "warning": 3, "alert": 2}, "alert"),
+    ({"id": "a", "condition": "below", "warning": 2, "alert": 3}, "alert"),
+    ({"id": "a", "condition": "above", "warning": 2, "alert": 3, "clear": 4}, "clear"),
+    ({"id": "a", "cooldown_s": -1, "alert": 1}, "cooldown_s"),
+    ({"id": "Bad Id", "alert": 1}, "id"),
+    ({"id": "a"}, "alert"),
+    ({"id": "a", "alert": 1, "colour": "red"}, "colour"),
+    ({"id": "a", "kind": "volatility_spike", "window": "30d", "baseline_window": "7d", "alert": 2}, "baseline_window"),
+])
+def test_invalid_rules_are_refused_naming_the_field(data, field):
+    with pytest.raises(InvalidArgument) as exc:
+        rule_from_dict(data)
+    assert exc.value.field == field
+
+
+def test_rules_file_loads_overrides_builtins_and_reports_errors(tmp_path):
+    good = tmp_path / "rules.yaml"
+    good.write_text("rules:\n"
+                    "  - {id: price_drop, warning: 0.03, alert: 0.06}\n"
+                    "  - {id: eth-sharpe, symbol: ETH-USD, metric: sharpe, window: 30d, condition: below,"
+                    " warning: 0, alert: -1, clear: 0.5}\n")
+    rules = {r.id: r for r in load_rules_file(good)}
+    assert rules["price_drop"].kind == "price_drop" and rules["price_drop"].alert == 0.06
+    assert rules["eth-sharpe"].clear == 0.5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - {id: ok-rule, alert: 1}\n  - {id: broken, metric: nope, alert: 1}\n")
+    with pytest.raises(ValueError, match=r"rules\[1\] \(broken\): metric: unknown metric 'nope'"):
+        load_rules_file(bad)
+    (tmp_path / "junk.yaml").write_text("rules: [unclosed")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_rules_file(tmp_path / "junk.yaml")
+
+
+def test_measure_matches_the_last_value_of_the_series():
+    ts = np.arange(100, dtype=np.int64) * HOUR
+    close = 100 * np.cumprod(1 + np.sin(np.arange(100)) * 0.01)
+    for rule in builtin_rules("1h") + [Rule(id="s", metric="sharpe", window="24h", condition="below", alert=-1)]:
+        rule = replace(rule, window="24h", baseline_window="48h" if rule.kind == "volatility_spike" else "")
+        assert measure(rule, ts, close, 8760) == pytest.approx(series_values(rule, ts, close, 8760)[-1])
+
+
+def test_explanations_read_like_sentences():
+    rule = rules_1d()["price_drop"]
+    assert explain(rule, "BTC-USD", 0.112, "ALERT") == "BTC-USD fell 11.2 % in 1d, above the 10.0 % ALERT line"
+    transition = backtest(rule, "BTC-USD", np.array([0, DAY], dtype=np.int64), np.array([100.0, 88.0]), "1d")[0]
+    line = transition_to_json(transition)
+    assert line["time"] == "1970-01-02T00:00:00Z" and line["from"] == "OK" and line["to"] == "ALERT"
