@@ -233,6 +233,7 @@ def run_ui(argv: list[str]) -> int:
         app = Path(ui.__file__).parent / "app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
            "--server.address", args.host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--theme.base", "light"]
+           "--server.fileWatcherType", "none", "--theme.base", "light", "--theme.primaryColor", "#2f6fde",
+           "--client.toolbarMode", "viewer"]
     os.execvp(cmd[0], cmd)
     return 0  # not reached

@@ -12,9 +12,10 @@ def stack(redis_server, tmp_path_factory):
     stack = Stack(redis_server.url, tmp_path_factory.mktemp("stack"))
     stack.add("fetch", "--provider", "simulated", "--refresh-s", "2", "--history-days", "30")
     stack.add("core")
+    stack.add("alerts")
     try:
-        stack["fetch"].wait_serving()
-        stack["core"].wait_serving()
+        for name in ("fetch", "core", "alerts"):
+            stack[name].wait_serving()
         yield stack
     finally:
         stack.stop()

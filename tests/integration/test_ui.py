@@ -1,0 +1,91 @@
+"""The dashboard against the real services: Streamlit's AppTest, then a real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT, free_port, require_tool
+
+APP = str(ROOT / "ui" / "app.py")
+
+
+@pytest.fixture
+def service_env(stack, monkeypatch):
+    env = {"CRYPTOLENS_FETCH_ADDR": stack["fetch"].addr, "CRYPTOLENS_CORE_ADDR": stack["core"].addr,
+           "CRYPTOLENS_ALERTS_ADDR": stack["alerts"].addr}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def test_page_shows_kpis_from_core(service_env):
+    from ui.client import CryptoLensClient
+
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    labels = [m.label for m in at.metric]
+    assert {"BTC-USD", "ETH-USD", "SOL-USD", "Annualised volatility", "Max drawdown", "Sharpe"} <= set(labels)
+    # The numbers on the page are the service's numbers, formatted.
+    stats = CryptoLensClient.from_env().stats("BTC-USD", "1h", "30d")
+    btc = next(m for m in at.metric if m.label == "BTC-USD")
+    assert btc.value == f"{stats['last']:,.2f}"
+    sharpes = [m.value for m in at.metric if m.label == "Sharpe"]
+    assert f"{stats['sharpe']:,.2f}" in sharpes
+    assert any("Simulated data" in w.value for w in at.warning)
+
+
+def test_page_degrades_when_core_is_down(service_env, monkeypatch):
+    monkeypatch.setenv("CRYPTOLENS_CORE_ADDR", f"127.0.0.1:{free_port()}")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert at.error and all("Core service is not reachable" in e.value for e in at.error)
+
+
+def test_real_browser_renders_the_dashboard(service_env, tmp_path):
+    chromium = require_tool("chromium")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "ui", "--port", str(port), "--host", "127.0.0.1"],
+        cwd=ROOT, env={**os.environ, **service_env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("streamlit did not start")
+                time.sleep(0.25)
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/", timeout=60_000)
+            # Streamlit renders over a websocket: wait for the KPI metrics to appear.
+            page.wait_for_selector("[data-testid='stMetric']", timeout=60_000)
+            page.wait_for_selector("text=Correlation of returns", timeout=60_000)
+            page.wait_for_selector(".vega-embed canvas, .vega-embed svg", timeout=60_000)
+            page.wait_for_timeout(1500)  # let the charts finish drawing before the screenshot
+            text = page.inner_text("body")
+            shot = page.screenshot(full_page=True)
+            browser.close()
+        assert "CryptoLens" in text and "Annualised volatility" in text and "BTC-USD" in text
+        assert "Traceback" not in text and "Error" not in text
+        assert shot[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(shot[16:20], "big") == 1400
+        if os.environ.get("CRYPTOLENS_SAVE_SCREENSHOT"):
+            (ROOT / "docs" / "ui.png").write_bytes(shot)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -1,0 +1,101 @@
+"""The thin gRPC client the dashboard uses for every number it shows. No analytics here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import grpc
+import pandas as pd
+from google.protobuf.json_format import MessageToDict
+
+from cryptolens.v1 import (alerts_pb2, alerts_pb2_grpc, core_pb2, core_pb2_grpc, fetch_pb2,
+                           fetch_pb2_grpc)
+
+
+class ServiceError(Exception):
+    """A call failed; the message is meant for a person."""
+
+
+def _channel(addr: str) -> grpc.Channel:
+    options = [("grpc.lb_policy_name", "round_robin")] if addr.startswith("dns:") else []
+    return grpc.insecure_channel(addr, options=options)
+
+
+def _as_dict(message) -> dict:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+@dataclass
+class CryptoLensClient:
+    fetch_addr: str = "127.0.0.1:50051"
+    core_addr: str = "127.0.0.1:50052"
+    alerts_addr: str = "127.0.0.1:50053"
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_env(cls) -> "CryptoLensClient":
+        env = os.environ
+        return cls(env.get("CRYPTOLENS_FETCH_ADDR", cls.fetch_addr), env.get("CRYPTOLENS_CORE_ADDR", cls.core_addr),
+                   env.get("CRYPTOLENS_ALERTS_ADDR", cls.alerts_addr))
+
+    def __post_init__(self) -> None:
+        self._fetch = fetch_pb2_grpc.FetchServiceStub(_channel(self.fetch_addr))
+        self._core = core_pb2_grpc.CoreServiceStub(_channel(self.core_addr))
+        self._alerts = alerts_pb2_grpc.AlertsServiceStub(_channel(self.alerts_addr))
+
+    def _call(self, service: str, addr: str, method, request):
+        try:
+            return method(request, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise ServiceError(f"the {service} service is not reachable at {addr} ({exc.details()})") from None
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise ServiceError(f"the {service} service did not answer within {self.timeout_s:g} s") from None
+            raise ServiceError(f"{service}: {code.name}: {exc.details()}") from None
+
+    # --- Fetch ---
+    def list_series(self) -> tuple[list[dict], list[str]]:
+        reply = self._call("Fetch", self.fetch_addr, self._fetch.ListSymbols, fetch_pb2.ListSymbolsRequest())
+        return [_as_dict(s) for s in reply.series], list(reply.watchlist)
+
+    # --- Core ---
+    def stats(self, symbol: str, interval: str, lookback: str, risk_free_rate: float = 0.0) -> dict:
+        reply = self._call("Core", self.core_addr, self._core.GetStats, core_pb2.GetStatsRequest(
+            symbol=symbol, interval=interval, lookback=lookback, risk_free_rate=risk_free_rate))
+        return _as_dict(reply)
+
+    def timeseries(self, symbol: str, interval: str, lookback: str, max_points: int = 800) -> pd.DataFrame:
+        reply = self._call("Core", self.core_addr, self._core.GetTimeseries, core_pb2.GetTimeseriesRequest(
+            symbol=symbol, interval=interval, lookback=lookback, max_points=max_points))
+        frame = pd.DataFrame({
+            "time": pd.to_datetime([p.time.ToMilliseconds() for p in reply.points], unit="ms", utc=True),
+            "close": [p.close for p in reply.points],
+            "drawdown": [p.drawdown for p in reply.points],
+            "rolling_volatility": [p.rolling_volatility if p.HasField("rolling_volatility") else None
+                                   for p in reply.points],
+        })
+        return frame.set_index("time")
+
+    def correlation(self, symbols: list[str], interval: str, lookback: str) -> pd.DataFrame:
+        reply = self._call("Core", self.core_addr, self._core.GetCorrelation, core_pb2.GetCorrelationRequest(
+            symbols=symbols, interval=interval, lookback=lookback))
+        return pd.DataFrame([list(r.values) for r in reply.rows], index=list(reply.symbols),
+                            columns=list(reply.symbols))
+
+    def portfolio_risk(self, holdings: dict[str, float], interval: str, lookback: str) -> dict:
+        request = core_pb2.GetPortfolioRiskRequest(interval=interval, lookback=lookback, normalize=True,
+                                                   holdings=[core_pb2.Holding(symbol=s, weight=w)
+                                                             for s, w in holdings.items()])
+        return _as_dict(self._call("Core", self.core_addr, self._core.GetPortfolioRisk, request))
+
+    # --- Alerts ---
+    def alerts(self, page_size: int = 20) -> dict:
+        reply = self._call("Alerts", self.alerts_addr, self._alerts.ListAlerts,
+                           alerts_pb2.ListAlertsRequest(page_size=page_size))
+        return {"active": [_as_dict(a) for a in reply.active], "history": [_as_dict(e) for e in reply.history]}
+
+    def rules(self) -> list[dict]:
+        reply = self._call("Alerts", self.alerts_addr, self._alerts.ListRules, alerts_pb2.ListRulesRequest())
+        return [_as_dict(r) for r in reply.rules]
