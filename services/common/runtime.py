@@ -42,6 +42,7 @@ REDIS_UP = Gauge("cryptolens_redis_up", "1 while Redis answers PING, else 0", ["
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+LIVENESS = "liveness"
 
 
 class StartupError(RuntimeError):
@@ -181,6 +182,9 @@ class ServiceRuntime:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         documented_reflection.enable(self.server, (*self.service.full_names, health.SERVICE_NAME))
         await self._set_health(NOT_SERVING)
+        # "liveness" answers SERVING while the process works, Redis or not: a liveness probe on it
+        # never restarts a pod because a dependency is down (readiness uses "").
+        await self.health.set(LIVENESS, SERVING)
         if s.metrics_port:
             try:
                 self._metrics_server, _ = start_http_server(s.metrics_port, addr=s.host)

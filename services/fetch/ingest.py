@@ -13,6 +13,7 @@ from services.common.bars import find_gaps
 from services.common.errors import NotFound, Unavailable
 from services.common.intervals import interval_ms
 from services.common.store import PriceStore, WriteResult
+from services.fetch.normalize import normalize_bars
 from services.fetch.providers.base import Provider, ProviderError, Unsupported
 
 log = logging.getLogger("cryptolens.fetch")
@@ -70,6 +71,8 @@ class Ingestor:
     async def ingest(self, symbol: str, interval: str, start_ms: int, end_ms: int | None = None) -> IngestResult:
         end_ms = end_ms if end_ms is not None else int(time.time() * 1000) + interval_ms(interval)
         bars, source = await self.fetch(symbol, interval, start_ms, end_ms)
+        # One last pass of the shared rules, whatever the provider did: sorted, unique, valid, flagged.
+        bars = normalize_bars(bars, interval_ms(interval), int(time.time() * 1000)).bars
         result = await self.store.write(symbol, interval, bars, source)
         gaps = find_gaps(bars["ts"], interval_ms(interval))
         log.info("stored", extra={"symbol": symbol, "interval": interval, "bars": len(bars), "source": source,

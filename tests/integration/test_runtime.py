@@ -32,6 +32,7 @@ def test_health_follows_redis_and_recovers_by_itself(tmp_path):
     try:
         service.wait_status(NOT_SERVING)
         assert service.health("cryptolens.v1.CoreService") == NOT_SERVING
+        assert service.health("liveness") == SERVING  # alive, just not ready: no restart loop
         with grpc.insecure_channel(service.addr) as channel:
             with pytest.raises(grpc.RpcError) as exc:
                 core_pb2_grpc.CoreServiceStub(channel).GetStats(core_pb2.GetStatsRequest(symbol="BTC-USD"), timeout=10)
