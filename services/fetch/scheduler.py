@@ -20,6 +20,10 @@ log = logging.getLogger("cryptolens.fetch.scheduler")
 MAX_GAP_REPAIRS_PER_TICK = 5
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class Scheduler:
     def __init__(self, ingestor: Ingestor, leases: Leases, watchlist: list[str], interval: str,
                  history_days: int, refresh_s: float):
@@ -30,7 +34,6 @@ class Scheduler:
         self.history_days = history_days
         self.refresh_s = refresh_s
         self._unfillable: set[tuple[str, int]] = set()  # gaps no provider could fill
-        self.polling: set[str] = set()  # symbols this replica is refreshing right now
 
     async def run(self) -> None:
         while True:
@@ -44,18 +47,18 @@ class Scheduler:
         for symbol in self.watchlist:
             if not await self.leases.acquire(symbol, self.interval):
                 continue  # another replica owns this series
-            self.polling.add(symbol)
+            log.debug("poll start", extra={"symbol": symbol, "owner": self.leases.owner, "t_ms": _now_ms()})
             try:
                 await self.refresh(symbol)
             except Exception as exc:  # noqa: BLE001 - one symbol failing must not starve the others
                 log.warning("refresh failed", extra={"symbol": symbol, "error": str(exc)})
             finally:
-                self.polling.discard(symbol)
+                log.debug("poll end", extra={"symbol": symbol, "owner": self.leases.owner, "t_ms": _now_ms()})
 
     async def refresh(self, symbol: str) -> None:
         interval, step = self.interval, interval_ms(self.interval)
         store = self.ingestor.store
-        now = int(time.time() * 1000)
+        now = _now_ms()
         want_start = (now - self.history_days * DAY_MS) // step * step
         async with self.ingestor.lock(symbol, interval):
             info = await store.info(symbol, interval)
