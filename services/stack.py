@@ -54,13 +54,35 @@ def redis_binary() -> str:
                          "install redis-server or pass --redis-url") from None
 
 
+def providers_reachable(host: str = "api.coingecko.com", port: int = 443, timeout_s: float = 2.0) -> bool:
+    """Can this machine open a connection to CoinGecko? Decides what `--provider auto` means."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def choose_provider(args: argparse.Namespace) -> str:
+    if args.csv_file and args.provider in ("auto", "simulated"):
+        return "csv"
+    if args.provider != "auto":
+        return args.provider
+    if providers_reachable():
+        print("cryptolens up: providers are reachable: using live data (CoinGecko, then exchanges)", flush=True)
+        return "live"
+    print("cryptolens up: NO NETWORK to the price providers: serving SIMULATED data "
+          "(--provider live to insist, --csv-file to replay real history)", file=sys.stderr, flush=True)
+    return "simulated"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cryptolens up", description=__doc__.splitlines()[0])
     p.add_argument("--symbols", default="BTC-USD,ETH-USD,SOL-USD", help="watch list, comma separated")
     p.add_argument("--interval", default="1h", help="bar interval of the watch list")
-    p.add_argument("--provider", default="simulated",
-                   help="simulated (default, offline), live (CoinGecko then exchanges, simulated fallback), csv, "
-                        "or a comma list")
+    p.add_argument("--provider", default="auto",
+                   help="auto (default: live when the providers are reachable, else simulated), live (CoinGecko "
+                        "then exchanges, simulated fallback), simulated (offline), csv, or a comma list")
     p.add_argument("--csv-file", action="append", default=[], metavar="SYMBOL:INTERVAL=PATH",
                    help="a CSV file for the csv provider (repeatable); implies --provider csv")
     p.add_argument("--history-days", default="90", help="days of history to load on first sight")
@@ -96,10 +118,9 @@ class Stack:
 
     def service_env(self, redis_url: str) -> dict[str, str]:
         a = self.args
-        provider = "csv" if a.csv_file and a.provider == "simulated" else a.provider
         return {
             "CRYPTOLENS_REDIS_URL": redis_url, "CRYPTOLENS_HOST": a.host, "CRYPTOLENS_SYMBOLS": a.symbols,
-            "CRYPTOLENS_INTERVAL": a.interval, "CRYPTOLENS_PROVIDER": provider,
+            "CRYPTOLENS_INTERVAL": a.interval, "CRYPTOLENS_PROVIDER": a.provider,
             "CRYPTOLENS_CSV_FILE": ",".join(a.csv_file), "CRYPTOLENS_HISTORY_DAYS": a.history_days,
             "CRYPTOLENS_FETCH_ADDR": f"127.0.0.1:{DEFAULT_PORTS['fetch'][0]}",
             "CRYPTOLENS_CORE_ADDR": f"127.0.0.1:{DEFAULT_PORTS['core'][0]}",
@@ -196,6 +217,7 @@ def run_up(argv: list[str]) -> int:
     code = 0
     try:
         stack.check_ports()
+        args.provider = choose_provider(args)
         redis_url = stack.start_redis()
         env = stack.service_env(redis_url)
         for name in ("fetch", "core", "alerts"):

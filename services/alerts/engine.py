@@ -173,12 +173,21 @@ class AlertEngine:
             started = time.perf_counter()
             now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
             statuses, transitions = [], []
+            # Per series, this cycle only: one read (version check) and one stats pass per window.
+            loaded: dict[tuple[str, str], object] = {}
+            stats_caches: dict[tuple[str, str], dict] = {}
             for symbol, rule in list(self._pairs(symbols, rule_ids, interval)):
-                try:
-                    series = await self.series.get(symbol, rule.interval)
-                except NotFound:
+                series_key = (symbol, rule.interval)
+                if series_key not in loaded:
+                    try:
+                        loaded[series_key] = await self.series.get(symbol, rule.interval)
+                    except NotFound:
+                        loaded[series_key] = None
+                series = loaded[series_key]
+                if series is None:
                     continue  # no data for this symbol at this interval: nothing to judge
-                value = rules_mod.measure(rule, series.ts, series.close, periods_per_year(rule.interval))
+                value = rules_mod.measure(rule, series.ts, series.close, periods_per_year(rule.interval),
+                                          stats_caches.setdefault(series_key, {}))
                 key = (symbol, rule.id)
                 state = self.states.get(key) or AlertState.initial(symbol, rule.id, now_ms)
                 new_state, changes = step(state, rule, value, now_ms)

@@ -209,11 +209,23 @@ def series_values(rule: Rule, ts: np.ndarray, close: np.ndarray, periods_per_yea
     return out
 
 
-def measure(rule: Rule, ts: np.ndarray, close: np.ndarray, periods_per_year: float) -> float | None:
-    """The rule's value now (at the last bar), or None when undefined."""
+def measure(rule: Rule, ts: np.ndarray, close: np.ndarray, periods_per_year: float,
+            stats_cache: dict | None = None) -> float | None:
+    """The rule's value now (at the last bar), or None when undefined.
+
+    ``stats_cache`` (one dict per series and cycle) lets rules over the same window share one
+    metric-set computation."""
     if len(close) == 0:
         return None
     k = _bars(rule.window, rule.interval)
+    if rule.kind == "threshold" and rule.metric != "price":
+        from services.core.analytics import compute_stats
+
+        cache = {} if stats_cache is None else stats_cache
+        if rule.window not in cache:
+            cache[rule.window] = compute_stats(ts[-k - 1:], close[-k - 1:], periods_per_year)
+        value = cache[rule.window].get(rule.metric)
+        return None if value is None or not math.isfinite(value) else float(value)
     if rule.kind == "volatility_spike":
         k = _bars(rule.baseline_window, rule.interval)
     tail = slice(max(0, len(close) - k - 2), None)  # only what the last bar's value needs

@@ -34,10 +34,12 @@ class Ingestor:
     caller's fetch-through is not repeated by the next.
     """
 
-    def __init__(self, store: PriceStore, chain: list[Provider], fallback: Provider | None = None):
+    def __init__(self, store: PriceStore, chain: list[Provider], fallback: Provider | None = None,
+                 provider_timeout_s: float = 120.0):
         self.store = store
         self.chain = chain
         self.fallback = fallback  # used (loudly) when no provider in the chain answers
+        self.provider_timeout_s = provider_timeout_s  # one provider's whole range, retries included
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def lock(self, symbol: str, interval: str) -> asyncio.Lock:
@@ -53,7 +55,12 @@ class Ingestor:
         candidates = [p for p in self.chain if p.supports(symbol, interval)]
         for provider in candidates:
             try:
-                return await provider.fetch_bars(symbol, interval, start_ms, end_ms), provider.name
+                bars = await asyncio.wait_for(provider.fetch_bars(symbol, interval, start_ms, end_ms),
+                                              self.provider_timeout_s)
+                return bars, provider.name
+            except asyncio.TimeoutError:
+                errors.append(f"{provider.name}: no complete answer within {self.provider_timeout_s:g} s")
+                log.warning("provider too slow, trying the next", extra={"provider": provider.name})
             except Unsupported as exc:
                 errors.append(str(exc))
             except ProviderError as exc:

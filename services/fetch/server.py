@@ -50,6 +50,8 @@ class FetchSettings(ServiceSettings):
     refresh_s: float = setting(60.0, "seconds between refreshes of the watch list", _non_negative)
     lease_s: float = setting(180.0, "seconds a replica's poll lease on a series lasts", _non_negative)
     seed: int = setting(7, "seed of the simulated provider")
+    provider_timeout_s: float = setting(120.0, "seconds one provider may take for a range before failover",
+                                        _non_negative)
     coingecko_api_key: str = setting("", "CoinGecko demo/pro API key (optional)")
     coingecko_url: str = setting("https://api.coingecko.com/api/v3", "CoinGecko base URL")
     binance_url: str = setting("https://api.binance.com", "Binance base URL")
@@ -67,7 +69,7 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
         self.redis = redis
         self.store = PriceStore(redis)
         chain, fallback = build_providers(settings)
-        self.ingestor = Ingestor(self.store, chain, fallback)
+        self.ingestor = Ingestor(self.store, chain, fallback, settings.provider_timeout_s)
         self.scheduler = Scheduler(self.ingestor, Leases(redis, int(settings.lease_s * 1000)), settings.symbols,
                                    settings.interval, settings.history_days, settings.refresh_s)
         self._scheduler_task: asyncio.Task | None = None
