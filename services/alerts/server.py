@@ -14,8 +14,9 @@ from services.alerts import rules as rules_mod
 from services.alerts.backtest import backtest
 from services.alerts.engine import EVENTS_CHANNEL, AlertEngine, transition_event
 from services.alerts.notify import Receiver
-from services.common.config import ServiceSettings, setting
+from services.common.config import ServiceSettings, positive, setting
 from services.common.convert import from_timestamp, to_timestamp
+from services.common.events import subscribe
 from services.common.errors import InvalidArgument
 from services.common.intervals import check_interval, check_symbol
 from services.common.store import UPDATES_CHANNEL, PriceStore
@@ -24,12 +25,6 @@ from services.core.series import SeriesSource
 log = logging.getLogger("cryptolens.alerts")
 
 SERVICE_NAME = "cryptolens.v1.AlertsService"
-
-
-def _positive(value):
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-    return value
 
 
 def _url(value: str) -> str:
@@ -41,13 +36,13 @@ def _url(value: str) -> str:
 @dataclass
 class AlertsSettings(ServiceSettings):
     rules_file: str = setting("", "YAML or JSON rules file, reloaded when it changes")
-    eval_interval_s: float = setting(60.0, "seconds between timed evaluations of every rule", _positive)
-    rules_reload_s: float = setting(5.0, "seconds between checks of the rules file", _positive)
-    history_limit: int = setting(10_000, "transitions kept in the history", _positive)
+    eval_interval_s: float = setting(60.0, "seconds between timed evaluations of every rule", positive)
+    rules_reload_s: float = setting(5.0, "seconds between checks of the rules file", positive)
+    history_limit: int = setting(10_000, "transitions kept in the history", positive)
     webhook_url: str = setting("", "generic JSON webhook receiving every notified transition", _url)
     alertmanager_url: str = setting("", "Alertmanager base URL (POST /api/v2/alerts)", _url)
-    notify_timeout_s: float = setting(5.0, "timeout of one notification request", _positive)
-    fetch_timeout_s: float = setting(30.0, "deadline of fetch-through calls to the Fetch service", _positive)
+    notify_timeout_s: float = setting(5.0, "timeout of one notification request", positive)
+    fetch_timeout_s: float = setting(30.0, "deadline of fetch-through calls to the Fetch service", positive)
 
     service_name = "alerts"
 
@@ -206,18 +201,9 @@ class AlertsService(alerts_pb2_grpc.AlertsServiceServicer):
 
     async def WatchAlerts(self, request, context):
         symbols = {check_symbol(s, "symbols") for s in request.symbols}
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(EVENTS_CHANNEL)
-        try:
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None:
-                    continue
-                event = json.loads(message["data"])
-                if not symbols or event["symbol"] in symbols:
-                    yield alerts_pb2.WatchAlertsResponse(event=event_pb(event))
-        finally:
-            await pubsub.aclose()
+        async for event in subscribe(self.redis, EVENTS_CHANNEL):
+            if not symbols or event["symbol"] in symbols:
+                yield alerts_pb2.WatchAlertsResponse(event=event_pb(event))
 
     async def Backtest(self, request, context):
         rule = self.engine.rule(request.rule)

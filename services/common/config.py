@@ -37,15 +37,21 @@ def setting(default: Any, help: str, check: Callable[[Any], Any] | None = None, 
     return field(default=default, metadata=meta, **kw)
 
 
-def _port(value: int) -> int:
+def port(value: int) -> int:
     if not 0 <= value <= 65535:
         raise ValueError("must be a port number between 0 and 65535")
     return value
 
 
-def _positive(value: float) -> float:
+def positive(value: float) -> float:
     if value <= 0:
         raise ValueError("must be greater than 0")
+    return value
+
+
+def non_negative(value: float) -> float:
+    if value < 0:
+        raise ValueError("must not be negative")
     return value
 
 
@@ -83,14 +89,14 @@ class ServiceSettings:
     """Settings every gRPC service shares."""
 
     host: str = setting("0.0.0.0", "address the gRPC and metrics servers bind to")
-    grpc_port: int = setting(0, "gRPC port (0: the service's default)", _port)
-    metrics_port: int = setting(0, "Prometheus /metrics port (0: the service's default)", _port)
+    grpc_port: int = setting(0, "gRPC port (0: the service's default)", port)
+    metrics_port: int = setting(0, "Prometheus /metrics port (0: the service's default)", port)
     redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis URL", _redis_url)
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR", _log_level)
-    grace_s: float = setting(5.0, "seconds in-flight calls get on shutdown", _positive)
-    redis_check_s: float = setting(2.0, "seconds between Redis health checks", _positive)
+    grace_s: float = setting(5.0, "seconds in-flight calls get on shutdown", positive)
+    redis_check_s: float = setting(2.0, "seconds between Redis health checks", positive)
     max_connection_age_s: float = setting(
-        300.0, "seconds before a client connection is recycled (spreads load over replicas)", _positive
+        300.0, "seconds before a client connection is recycled (spreads load over replicas)", positive
     )
     fetch_addr: str = setting("127.0.0.1:50051", "Fetch service address (host:port or dns:///...)")
     core_addr: str = setting("127.0.0.1:50052", "Core service address")

@@ -12,7 +12,7 @@ from prometheus_client import Counter
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
 from services.common.bars import find_gaps
-from services.common.config import ServiceSettings, setting
+from services.common.config import ServiceSettings, positive, setting
 from services.common.convert import from_timestamp, gaps_to_pb, now_ms, to_timestamp
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.intervals import (DAY_MS, check_interval, check_symbol, interval_ms, periods_per_year,
@@ -27,18 +27,12 @@ CACHE_PREFIX = "cl:v1:cache"
 CACHE_LOOKUPS = Counter("cryptolens_core_cache_total", "Result cache lookups", ["method", "result"])
 
 
-def _positive(value):
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-    return value
-
-
 @dataclass
 class CoreSettings(ServiceSettings):
     benchmark: str = setting("BTC-USD", "default benchmark symbol for beta")
-    cache_ttl_s: int = setting(3600, "seconds a cached result lives (it is also keyed by data version)", _positive)
-    fetch_timeout_s: float = setting(30.0, "deadline of fetch-through calls to the Fetch service", _positive)
-    series_cache_mb: int = setting(256, "memory for decoded price arrays, in MB", _positive)
+    cache_ttl_s: int = setting(3600, "seconds a cached result lives (it is also keyed by data version)", positive)
+    fetch_timeout_s: float = setting(30.0, "deadline of fetch-through calls to the Fetch service", positive)
+    series_cache_mb: int = setting(256, "memory for decoded price arrays, in MB", positive)
 
     service_name = "core"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 
@@ -11,8 +10,9 @@ import redis.asyncio as aioredis
 
 from cryptolens.v1 import fetch_pb2, fetch_pb2_grpc
 from services.common.bars import find_gaps
-from services.common.config import ServiceSettings, setting
+from services.common.config import ServiceSettings, non_negative, setting
 from services.common.convert import bars_to_pb, from_timestamp, gaps_to_pb, now_ms, to_timestamp
+from services.common.events import subscribe
 from services.common.errors import InvalidArgument, NotFound
 from services.common.intervals import check_interval, check_symbol, interval_ms, resolve_window
 from services.common.store import UPDATES_CHANNEL, PriceStore
@@ -35,23 +35,17 @@ def _provider_name(value: str) -> str:
     return ",".join(names)
 
 
-def _non_negative(value):
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
 @dataclass
 class FetchSettings(ServiceSettings):
     provider: str = setting("simulated", "provider chain: live, simulated, csv, or a comma list such as "
                             "'binance,kraken' (live = coingecko,binance,kraken,coinbase then simulated)", _provider_name)
     csv_file: list[str] = setting([], "csv provider files as SYMBOL:INTERVAL=PATH, comma separated")
-    history_days: int = setting(90, "days of history to backfill on first sight of a symbol", _non_negative)
-    refresh_s: float = setting(60.0, "seconds between refreshes of the watch list", _non_negative)
-    lease_s: float = setting(180.0, "seconds a replica's poll lease on a series lasts", _non_negative)
+    history_days: int = setting(90, "days of history to backfill on first sight of a symbol", non_negative)
+    refresh_s: float = setting(60.0, "seconds between refreshes of the watch list", non_negative)
+    lease_s: float = setting(180.0, "seconds a replica's poll lease on a series lasts", non_negative)
     seed: int = setting(7, "seed of the simulated provider")
     provider_timeout_s: float = setting(120.0, "seconds one provider may take for a range before failover",
-                                        _non_negative)
+                                        non_negative)
     coingecko_api_key: str = setting("", "CoinGecko demo/pro API key (optional)")
     coingecko_url: str = setting("https://api.coingecko.com/api/v3", "CoinGecko base URL")
     binance_url: str = setting("https://api.binance.com", "Binance base URL")
@@ -154,21 +148,11 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
     async def WatchBars(self, request, context):
         symbols = {check_symbol(s, "symbols") for s in request.symbols}
         interval = check_interval(request.interval) if request.interval else ""
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(UPDATES_CHANNEL)
-        try:
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None:
-                    continue
-                event = json.loads(message["data"])
-                if (symbols and event["symbol"] not in symbols) or (interval and event["interval"] != interval):
-                    continue
-                bars = await self.store.read_bars(event["symbol"], event["interval"], event["first"],
-                                                  event["last"] + 1)
-                yield fetch_pb2.WatchBarsResponse(
-                    symbol=event["symbol"], interval=event["interval"], bars=bars_to_pb(bars[-1000:]),
-                    data_version=event["version"], source=event["source"])
-        finally:
-            await pubsub.aclose()
+        async for event in subscribe(self.redis, UPDATES_CHANNEL):
+            if (symbols and event["symbol"] not in symbols) or (interval and event["interval"] != interval):
+                continue
+            bars = await self.store.read_bars(event["symbol"], event["interval"], event["first"], event["last"] + 1)
+            yield fetch_pb2.WatchBarsResponse(
+                symbol=event["symbol"], interval=event["interval"], bars=bars_to_pb(bars[-1000:]),
+                data_version=event["version"], source=event["source"])
 

@@ -208,3 +208,22 @@ def test_failing_then_hanging_receiver_never_slows_evaluation(alerts_env):
         service.stop()
     text = service.log()
     assert "notification failed" in text or "notification refused" in text
+
+
+def test_watch_alerts_streams_transitions(alerts_env):
+    db_url, _, start = alerts_env
+    write_prices(db_url, [120.0] * 30 + [85.0])
+    service = start()
+    try:
+        with grpc.insecure_channel(service.addr) as channel:
+            stub = alerts_pb2_grpc.AlertsServiceStub(channel)
+            stub.CreateRule(alerts_pb2.CreateRuleRequest(rule=rule_request()), timeout=10)
+            stream = stub.WatchAlerts(alerts_pb2.WatchAlertsRequest(symbols=[SYMBOL]), timeout=20)
+            time.sleep(0.5)  # the subscription starts before the evaluation
+            stub.Evaluate(alerts_pb2.EvaluateRequest(rules=["link-below-90"]), timeout=30)
+            event = next(iter(stream)).event
+            stream.cancel()
+            assert event.symbol == SYMBOL and event.rule == "link-below-90" and event.to == "ALERT"
+            assert getattr(event, "from") == "OK" and event.value == 85.0 and event.threshold == 90
+    finally:
+        service.stop()

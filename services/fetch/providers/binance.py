@@ -18,8 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from services.common.bars import BAR_DTYPE, FLAG_PARTIAL
-from services.common.intervals import INTERVAL_MS, check_symbol
-from services.common.errors import InvalidArgument
+from services.common.intervals import INTERVAL_MS
 from services.fetch.providers.base import BadResponse, Unsupported
 from services.fetch.providers.http import HttpAnswer, HttpProvider, _finish, clip, wall_clock_ms
 
@@ -61,6 +60,7 @@ def parse_klines(payload: Any, now_ms: int) -> np.ndarray:
 
 class BinanceProvider(HttpProvider):
     name = "binance"
+    intervals = INTERVAL_MS
     request_weight = {"klines": 2}
 
     def __init__(
@@ -75,13 +75,6 @@ class BinanceProvider(HttpProvider):
         if not 1 <= page_limit <= MAX_LIMIT:
             raise ValueError(f"page_limit must be 1..{MAX_LIMIT}")
         self.page_limit = page_limit
-
-    def supports(self, symbol: str, interval: str) -> bool:
-        try:
-            check_symbol(symbol)
-        except InvalidArgument:
-            return False
-        return interval in INTERVAL_MS
 
     def rate_limit_hint(self, answer: HttpAnswer) -> float | None:
         # A 418 ban says until when in the message (epoch ms) when no Retry-After came with it.

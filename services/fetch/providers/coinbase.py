@@ -14,15 +14,13 @@ gaps are expected and reported, never filled.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from services.common.bars import BAR_DTYPE
-from services.common.errors import InvalidArgument
-from services.common.intervals import check_symbol
 from services.fetch.providers.base import Unsupported
-from services.fetch.providers.http import HttpProvider, _finish, as_float, ceil_to, clip, flag_open, wall_clock_ms
+from services.fetch.providers.http import HttpProvider, _finish, as_float, ceil_to, clip, flag_open
 
 DEFAULT_URL = "https://api.exchange.coinbase.com"
 MAX_CANDLES = 300
@@ -49,16 +47,10 @@ def parse_candles(payload: Any) -> np.ndarray:
 
 class CoinbaseProvider(HttpProvider):
     name = "coinbase"
+    intervals = GRANULARITY_S
 
-    def __init__(self, base_url: str = DEFAULT_URL, *, now_ms: Callable[[], int] = wall_clock_ms, **http_kwargs):
-        super().__init__(base_url, now_ms=now_ms, **http_kwargs)
-
-    def supports(self, symbol: str, interval: str) -> bool:
-        try:
-            check_symbol(symbol)
-        except InvalidArgument:
-            return False
-        return interval in GRANULARITY_S
+    def __init__(self, base_url: str = DEFAULT_URL, **http_kwargs):
+        super().__init__(base_url, **http_kwargs)  # the public endpoint unless told otherwise
 
     async def fetch_bars(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> np.ndarray:
         if not self.supports(symbol, interval):

@@ -27,6 +27,8 @@ import httpx
 import numpy as np
 
 from services.common.bars import BAR_DTYPE, FLAG_PARTIAL, PRICE_COLUMNS
+from services.common.errors import InvalidArgument
+from services.common.intervals import check_symbol
 from services.fetch import provider_metrics
 from services.fetch.providers.base import (
     BadResponse,
@@ -93,6 +95,14 @@ class HttpProvider(Provider):
     name = "http"
     rate_key: str  # key into resilience.DEFAULT_LIMITS; defaults to ``name``
     request_weight: Mapping[str, float] = {}  # endpoint → rate-limit cost (Binance weights)
+    intervals: Mapping[str, object] = {}  # the intervals this provider serves (keys)
+
+    def supports(self, symbol: str, interval: str) -> bool:
+        try:
+            check_symbol(symbol)
+        except InvalidArgument:
+            return False
+        return interval in self.intervals
 
     def __init__(
         self,

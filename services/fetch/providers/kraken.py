@@ -17,15 +17,14 @@ Errors come inside a normal 200 body (``{"error": ["EAPI:Rate limit exceeded"]}`
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from services.common.bars import BAR_DTYPE, FLAG_PARTIAL
-from services.common.errors import InvalidArgument
-from services.common.intervals import INTERVAL_MS, check_symbol
+from services.common.intervals import INTERVAL_MS
 from services.fetch.providers.base import BadResponse, RateLimited, TemporaryError, Unsupported
-from services.fetch.providers.http import HttpProvider, _finish, as_float, clip, wall_clock_ms
+from services.fetch.providers.http import HttpProvider, _finish, as_float, clip
 
 DEFAULT_URL = "https://api.kraken.com"
 MAX_ROWS = 720
@@ -96,16 +95,10 @@ def parse_ohlc(payload: Any, base: str, quote: str) -> tuple[np.ndarray, int, in
 
 class KrakenProvider(HttpProvider):
     name = "kraken"
+    intervals = INTERVAL_MINUTES
 
-    def __init__(self, base_url: str = DEFAULT_URL, *, now_ms: Callable[[], int] = wall_clock_ms, **http_kwargs):
-        super().__init__(base_url, now_ms=now_ms, **http_kwargs)
-
-    def supports(self, symbol: str, interval: str) -> bool:
-        try:
-            check_symbol(symbol)
-        except InvalidArgument:
-            return False
-        return interval in INTERVAL_MINUTES
+    def __init__(self, base_url: str = DEFAULT_URL, **http_kwargs):
+        super().__init__(base_url, **http_kwargs)  # the public endpoint unless told otherwise
 
     async def fetch_bars(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> np.ndarray:
         if not self.supports(symbol, interval):
