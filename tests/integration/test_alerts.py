@@ -227,3 +227,51 @@ def test_watch_alerts_streams_transitions(alerts_env):
             assert getattr(event, "from") == "OK" and event.value == 85.0 and event.threshold == 90
     finally:
         service.stop()
+
+
+def test_a_fetch_write_triggers_evaluation_without_asking(alerts_env):
+    db_url, receiver, start = alerts_env
+    write_prices(db_url, [120.0] * 30)
+    service = start()
+    try:
+        with grpc.insecure_channel(service.addr) as channel:
+            stub = alerts_pb2_grpc.AlertsServiceStub(channel)
+            stub.CreateRule(alerts_pb2.CreateRuleRequest(rule=rule_request()), timeout=10)
+            write_prices(db_url, [120.0] * 30 + [85.0])  # the store publishes the update; nobody calls Evaluate
+            assert wait_until(lambda: len(notifications_for(receiver, "link-below-90")) == 1)
+            active = stub.ListAlerts(alerts_pb2.ListAlertsRequest(symbol=SYMBOL), timeout=10).active
+            assert ("link-below-90", "ALERT") in [(a.rule, a.state) for a in active]
+    finally:
+        service.stop()
+
+
+def test_backtest_rpc_over_stored_history(alerts_env):
+    db_url, _, start = alerts_env
+    write_prices(db_url, [100.0] * 10 + [80.0] * 3 + [100.0] * 10)
+    service = start()
+    try:
+        with grpc.insecure_channel(service.addr) as channel:
+            stub = alerts_pb2_grpc.AlertsServiceStub(channel)
+            reply = stub.Backtest(alerts_pb2.BacktestRequest(rule="price_drop", symbol=SYMBOL), timeout=30)
+            assert reply.bars == 23
+            assert [(getattr(e, "from"), e.to) for e in reply.events][:1] == [("OK", "ALERT")]
+            assert "fell 20.0 % in 1h" in reply.events[0].message
+            with pytest.raises(grpc.RpcError) as exc:
+                stub.Backtest(alerts_pb2.BacktestRequest(rule="nope", symbol=SYMBOL), timeout=30)
+            assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        service.stop()
+
+
+def test_alertmanager_push_format():
+    from services.alerts.notify import alertmanager_body
+
+    event = {"id": "x", "time_ms": 1_700_000_000_000, "since_ms": 1_700_000_000_000, "symbol": "BTC-USD",
+             "rule": "price_drop", "from": "OK", "to": "ALERT", "grade": "ALERT", "value": 0.12,
+             "threshold": 0.1, "message": "BTC-USD fell 12.0 % in 1h", "notified": True}
+    firing = alertmanager_body(event)[0]
+    assert firing["labels"] == {"alertname": "cryptolens_price_drop", "symbol": "BTC-USD", "rule": "price_drop",
+                                "severity": "alert", "source": "cryptolens"}
+    assert firing["startsAt"] == "2023-11-14T22:13:20Z" and "endsAt" not in firing
+    resolved = alertmanager_body({**event, "from": "ALERT", "to": "OK", "grade": "OK"})[0]
+    assert resolved["endsAt"] == "2023-11-14T22:13:20Z"
