@@ -206,6 +206,7 @@ class ServiceRuntime:
     async def _watch_redis(self) -> None:
         """Flip health with Redis reachability; the service hears about every change."""
         name = self.service.full_names[0]
+        REDIS_UP.labels(name).set(0)
         while True:
             try:
                 up = bool(await asyncio.wait_for(self.redis.ping(), timeout=self.settings.redis_check_s))
@@ -218,8 +219,9 @@ class ServiceRuntime:
                 try:
                     await self.service.on_redis(up)
                 except Exception:  # noqa: BLE001 - a failing hook must not kill the watchdog
-                    log.exception("on_redis hook failed")
+                    log.exception("on_redis hook failed; retrying")
                     self.redis_up = False
+                    await asyncio.sleep(1.0)
                     continue
                 await self._set_health(SERVING if up else NOT_SERVING)
             await asyncio.sleep(self.settings.redis_check_s if up else min(1.0, self.settings.redis_check_s))
