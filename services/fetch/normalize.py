@@ -55,7 +55,7 @@ def _scale(numbers: np.ndarray) -> np.ndarray:
     factor = np.select([magnitude < 1e11, magnitude < 1e14, magnitude < 1e17], [1e3, 1.0, 1e-3], 1e-6)
     with np.errstate(invalid="ignore"):
         ms = np.round(numbers * factor)
-    return np.where(np.isfinite(ms), ms, -1).astype(np.int64)
+    return np.where(np.isfinite(ms) & (np.abs(ms) < MAX_MS), ms, -1).astype(np.int64)
 
 
 def _bounded(ms: np.ndarray) -> np.ndarray:
