@@ -275,3 +275,21 @@ def test_alertmanager_push_format():
     assert firing["startsAt"] == "2023-11-14T22:13:20Z" and "endsAt" not in firing
     resolved = alertmanager_body({**event, "from": "ALERT", "to": "OK", "grade": "OK"})[0]
     assert resolved["endsAt"] == "2023-11-14T22:13:20Z"
+
+
+async def test_history_pages_newest_first_with_filters(redis_client):
+    from services.alerts.engine import HISTORY_KEY, AlertEngine
+
+    engine = AlertEngine(redis_client, series=None, watchlist=[], receivers=[])
+    for i in range(7):
+        event = {"id": str(i), "time_ms": i, "symbol": "BTC-USD" if i % 2 else "ETH-USD", "rule": "r",
+                 "from": "OK", "to": "ALERT", "grade": "ALERT", "value": i, "threshold": 1, "message": str(i)}
+        await redis_client.xadd(HISTORY_KEY, {"event": json.dumps(event)})
+    page, token = await engine.history(page_size=3)
+    assert [e["id"] for e in page] == ["6", "5", "4"] and token
+    page, token = await engine.history(page_size=3, page_token=token)
+    assert [e["id"] for e in page] == ["3", "2", "1"] and token
+    page, token = await engine.history(page_size=3, page_token=token)
+    assert [e["id"] for e in page] == ["0"] and token == ""
+    btc, _ = await engine.history(symbol="BTC-USD", page_size=10)
+    assert [e["id"] for e in btc] == ["5", "3", "1"]
