@@ -21,6 +21,13 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # Python packages in a project-local virtual environment.
+if ! python3 -c "import venv, ensurepip" 2>/dev/null; then  # Debian splits venv out of python3
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  else
+    echo "python3 has no venv module: apt-get install python3-venv" >&2; exit 1
+  fi
+fi
 python3 -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate
