@@ -119,7 +119,7 @@ class AlertEngine:
                 log.error("stored rule is invalid; ignored", extra={"rule": rule_id.decode(), "error": str(exc)})
         raw_states = await self.redis.hgetall(STATE_KEY)
         self.states = {}
-        for key, raw in raw_states.items():
+        for raw in raw_states.values():
             state = AlertState.from_dict(json.loads(raw))
             self.states[(state.symbol, state.rule_id)] = state
             ALERT_STATE.labels(state.symbol, state.rule_id).set(GRADE_VALUE.get(state.grade, 0))

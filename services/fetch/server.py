@@ -38,7 +38,8 @@ def _provider_name(value: str) -> str:
 @dataclass
 class FetchSettings(ServiceSettings):
     provider: str = setting("simulated", "provider chain: live, simulated, csv, or a comma list such as "
-                            "'binance,kraken' (live = coingecko,binance,kraken,coinbase then simulated)", _provider_name)
+                            "'binance,kraken' (live = coingecko,binance,kraken,coinbase then simulated)",
+                            _provider_name)
     csv_file: list[str] = setting([], "csv provider files as SYMBOL:INTERVAL=PATH, comma separated")
     history_days: int = setting(90, "days of history to backfill on first sight of a symbol", non_negative)
     refresh_s: float = setting(60.0, "seconds between refreshes of the watch list", non_negative)
