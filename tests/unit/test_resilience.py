@@ -341,7 +341,11 @@ async def test_chain_over_http_fails_over_from_binance_to_kraken():
 # --- the whole thing under random failures ---------------------------------------------------------
 
 
-async def test_backfill_survives_30_percent_random_failures_within_the_rate():
+async def test_backfill_survives_30_percent_random_failures_within_the_rate(redis_client):
+    """Through the real write path: provider chain → normalisation → Redis, then read back."""
+    from services.common.store import PriceStore
+    from services.fetch.ingest import Ingestor
+
     rate, burst = 50.0, 5.0
     with ReplayServer(hang_s=2.0) as srv:
         market = SyntheticMarket()
@@ -357,11 +361,14 @@ async def test_backfill_survives_30_percent_random_failures_within_the_rate():
                               for o in provider_metrics.OUTCOMES)
         before = counted()
         end = START + 4000 * MINUTE
+        store = PriceStore(redis_client)
         try:
-            bars = await provider.fetch_bars("BTC-USD", "1m", START, end)
+            result = await Ingestor(store, [provider]).ingest("BTC-USD", "1m", START, end)
         finally:
             await provider.close()
         log = srv.requests
+    assert result.source == "binance" and result.write.version == 1  # one write: the whole range at once
+    bars = await store.read_bars("BTC-USD", "1m")
     assert [tuple(r)[:6] for r in bars.tolist()] == market.bars(MINUTE, START, end)  # complete and exact
     faults = [r.fault for r in log if r.fault]
     assert len(log) - len(faults) == 40  # 40 pages served once each
