@@ -245,7 +245,9 @@ def run_up(argv: list[str]) -> int:
 
 def run_ui(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="cryptolens ui", description="Run the Streamlit dashboard.")
-    p.add_argument("--port", type=int, default=int(os.environ.get("CRYPTOLENS_UI_PORT", "8501")))
+    # Kubernetes can inject CRYPTOLENS_UI_PORT=tcp://ip:port (a service link): only a number counts.
+    env_port = os.environ.get("CRYPTOLENS_UI_PORT", "")
+    p.add_argument("--port", type=int, default=int(env_port) if env_port.isdigit() else 8501)
     p.add_argument("--host", default=os.environ.get("CRYPTOLENS_HOST", "0.0.0.0"))
     args = p.parse_args(argv)
     app = Path(__file__).resolve().parents[1] / "ui" / "app.py"

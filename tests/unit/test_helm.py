@@ -1,131 +1,482 @@
-"""The Helm chart, kind config and Dockerfile: real Helm (Go SDK) lint and render, Kubernetes schemas."""
+"""The Helm chart, kind config and Dockerfile, checked offline with real tools.
+
+- Helm's own Go engine (PyPI ``helm-python-sdk``: ``libhelm_c.so`` over ctypes, no ``helm``
+  binary) lints and renders the chart, schema validation included.
+- ``kubernetes-validate`` checks every rendered manifest against the Kubernetes OpenAPI schemas;
+  the Prometheus Operator kinds, which it has no schema for, are checked against the subset of
+  their CRDs this chart uses.
+- ``promtool`` checks the rendered PrometheusRule and unit-tests when its alerts fire.
+- The rendered environment goes through the services' own settings classes and rules loader.
+"""
 
 from __future__ import annotations
 
+import re
 import subprocess
+import tomllib
+from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from helm_python import Chart, HelmError, lint
+from helm_python import Chart as HelmChart
+from helm_python import HelmRenderError, HelmValuesError, lint
 
+from services.alerts.rules import load_rules_file
+from services.alerts.server import AlertsSettings
+from services.common.config import DEFAULT_PORTS, ENV_PREFIX, load_settings
+from services.core.server import CoreSettings
+from services.fetch.server import FetchSettings
 from tests.conftest import ROOT, require_tool
 
 CHART = ROOT / "helm" / "cryptolens"
-CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
-K8S_VERSION = "1.30.0"
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CI_VALUES = {p.name: p for p in sorted((CHART / "ci").glob("*-values.yaml"))}
+# The oldest Kubernetes the chart supports (native gRPC probes are GA since 1.27) and the newest
+# whose schemas kubernetes-validate ships offline.
+K8S_VERSIONS = sorted({"1.30.0", kubernetes_validate.latest_version()})
+GRPC = ("fetch", "core", "alerts")
+SETTINGS = {"fetch": FetchSettings, "core": CoreSettings, "alerts": AlertsSettings}
+HOOK = "helm.sh/hook"
 
 
-def render(values: dict | None = None) -> list[dict]:
-    with Chart.load(CHART) as chart:
-        out = chart.render(values=values or {}, name="cryptolens", namespace="crypto", is_install=True)
-    docs = []
-    for path, text in out.items():
-        if path.endswith("NOTES.txt"):
-            continue
-        docs += [d for d in yaml.safe_load_all(text) if d]
-    return docs
+# --- rendering helpers -----------------------------------------------------------------------
+def ci_values(name: str) -> dict:
+    return yaml.safe_load(CI_VALUES[name].read_text()) or {}
+
+
+def render(values: dict | None = None, name: str = "cryptolens") -> list[dict]:
+    """Every manifest `helm template` would print (hooks included), parsed."""
+    with HelmChart.load(CHART) as chart:
+        out = chart.render(values=values or {}, name=name, namespace="crypto", is_install=True)
+    assert "cryptolens/templates/NOTES.txt" in out
+    return [doc for path, text in sorted(out.items()) if not path.endswith(".txt")
+            for doc in yaml.safe_load_all(text) if doc]
 
 
 def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
-def env_of(container: dict) -> dict[str, object]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+def pod_specs(docs: list[dict]) -> dict[str, dict]:
+    """Pod spec per workload name: Deployments' templates and bare (test) Pods."""
+    specs = {name: d["spec"]["template"]["spec"] for name, d in by_kind(docs, "Deployment").items()}
+    specs.update({name: d["spec"] for name, d in by_kind(docs, "Pod").items()})
+    return specs
 
 
-@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
+def container(docs: list[dict], deployment: str) -> dict:
+    return by_kind(docs, "Deployment")[deployment]["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(c: dict) -> dict[str, object]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+# --- lint and schemas ------------------------------------------------------------------------
+@pytest.mark.parametrize("values_file", CI_VALUES)
 def test_lint_is_clean(values_file):
-    values = yaml.safe_load(values_file.read_text()) or {}
-    result = lint(CHART, values, strict=True)
+    result = lint(CHART, ci_values(values_file), strict=True, kube_version="v1.30.0")
+    assert result["total_charts_linted"] == 1
     assert result["errors"] == [], result
-    assert [m for m in result["messages"] if m["severity"] > 1 and "icon" not in m["error"]] == []
+    # Only the informational "icon is recommended" may remain.
+    assert [m for m in result["messages"] if m["severity"] > 1 or "icon" not in m["error"]] == []
 
 
-@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
-def test_every_manifest_matches_the_kubernetes_schema(values_file):
-    docs = render(yaml.safe_load(values_file.read_text()) or {})
-    assert docs
+SERVICE_MONITOR = {  # the part of the monitoring.coreos.com/v1 CRD this chart uses
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "metadata": {"required": ["name", "labels"],
+                     "properties": {"labels": {"additionalProperties": {"type": "string"}}}},
+        "spec": {
+            "type": "object", "additionalProperties": False, "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {"type": "object", "additionalProperties": False, "required": ["matchLabels"],
+                             "properties": {"matchLabels": {"additionalProperties": {"type": "string"}}}},
+                "endpoints": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "additionalProperties": False, "required": ["port"],
+                    "properties": {"port": {"type": "string"}, "path": {"type": "string", "pattern": "^/"},
+                                   "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"}}}},
+            },
+        },
+    },
+}
+PROMETHEUS_RULE = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "spec": {
+            "type": "object", "additionalProperties": False, "required": ["groups"],
+            "properties": {"groups": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "additionalProperties": False, "required": ["name", "rules"],
+                "properties": {"name": {"type": "string"}, "rules": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "additionalProperties": False, "required": ["alert", "expr"],
+                    "properties": {
+                        "alert": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                        "expr": {"type": "string", "minLength": 1},
+                        "for": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                        "labels": {"additionalProperties": {"type": "string"}},
+                        "annotations": {"additionalProperties": {"type": "string"}},
+                    }}}}}}},
+        },
+    },
+}
+CRD_SCHEMAS = {"ServiceMonitor": SERVICE_MONITOR, "PrometheusRule": PROMETHEUS_RULE}
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES)
+def test_every_manifest_matches_its_schema(values_file):
+    docs = render(ci_values(values_file))
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "ConfigMap", "Pod"} <= kinds
     for doc in docs:
-        if doc["kind"] in CRD_KINDS:
-            assert doc["apiVersion"] == "monitoring.coreos.com/v1" and doc["spec"]
+        if doc["kind"] in CRD_SCHEMAS:
+            jsonschema.validate(doc, CRD_SCHEMAS[doc["kind"]])
             continue
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+    if values_file == "all-on-values.yaml":  # the CRD kinds were really checked
+        assert set(CRD_SCHEMAS) <= kinds
 
 
-def test_defaults_render_the_whole_stack():
-    docs = render()
-    deployments = by_kind(docs, "Deployment")
-    assert set(deployments) == {f"cryptolens-{n}" for n in ("fetch", "core", "alerts", "ui", "redis")}
-    services = by_kind(docs, "Service")
-    for name, port, metrics in (("fetch", 50051, 9101), ("core", 50052, 9102), ("alerts", 50053, 9103)):
-        pod = deployments[f"cryptolens-{name}"]["spec"]["template"]
-        container = pod["spec"]["containers"][0]
-        assert container["args"] == ["serve", name]
-        assert container["readinessProbe"]["grpc"] == {"port": port}
-        assert container["livenessProbe"]["grpc"] == {"port": port, "service": "liveness"}
-        assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(metrics)
-        env = env_of(container)
-        assert env["CRYPTOLENS_GRPC_PORT"] == str(port) and env["CRYPTOLENS_METRICS_PORT"] == str(metrics)
-        assert env["CRYPTOLENS_REDIS_URL"] == "redis://cryptolens-redis:6379/0"
-        assert env["CRYPTOLENS_CORE_ADDR"] == "dns:///cryptolens-core-headless:50052"
-        security = container["securityContext"]
-        assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
-        assert security["capabilities"]["drop"] == ["ALL"]
-        assert pod["spec"]["securityContext"]["runAsNonRoot"] and pod["spec"]["securityContext"]["runAsUser"] == 10001
-        assert services[f"cryptolens-{name}-headless"]["spec"]["clusterIP"] == "None"
-    assert env_of(deployments["cryptolens-fetch"]["spec"]["template"]["spec"]["containers"][0])[
-        "CRYPTOLENS_PROVIDER"] == "live"
-    ingress = by_kind(docs, "Ingress")["cryptolens"]
-    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert ingress["spec"]["ingressClassName"] == "nginx" and backend["name"] == "cryptolens-ui"
-    assert by_kind(docs, "ConfigMap")["cryptolens-rules"]["data"]["rules.yaml"].strip() == "rules: []"
-    assert not by_kind(docs, "ServiceMonitor") and not by_kind(docs, "PrometheusRule")
-
-
-def test_toggles_and_external_redis():
-    all_on = render(yaml.safe_load((CHART / "ci" / "all-on-values.yaml").read_text()))
-    assert len(by_kind(all_on, "ServiceMonitor")) == 3 and len(by_kind(all_on, "PodDisruptionBudget")) == 3
-    assert by_kind(all_on, "PersistentVolumeClaim")
-    fetch = by_kind(all_on, "Deployment")["cryptolens-fetch"]["spec"]["template"]["spec"]["containers"][0]
-    assert env_of(fetch)["CRYPTOLENS_COINGECKO_API_KEY"] == {"secretKeyRef": {"name": "coingecko", "key": "api-key"}}
-    rules = yaml.safe_load(by_kind(all_on, "ConfigMap")["cryptolens-rules"]["data"]["rules.yaml"])
-    assert rules["rules"][0]["id"] == "btc-sharpe-low"
-    external = render(yaml.safe_load((CHART / "ci" / "external-redis-values.yaml").read_text()))
-    names = set(by_kind(external, "Deployment"))
-    assert "cryptolens-redis" not in names and "cryptolens-ui" not in names and not by_kind(external, "Ingress")
-    core = by_kind(external, "Deployment")["cryptolens-core"]["spec"]["template"]["spec"]["containers"][0]
-    assert env_of(core)["CRYPTOLENS_REDIS_URL"] == "redis://my-redis.data.svc:6379/0"
+def test_the_crd_checks_catch_a_typo():
+    rule = by_kind(render(ci_values("all-on-values.yaml")), "PrometheusRule")["cryptolens"]
+    rule["spec"]["groups"][0]["rules"][0]["expresion"] = rule["spec"]["groups"][0]["rules"][0].pop("expr")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(rule, PROMETHEUS_RULE)
 
 
 @pytest.mark.parametrize("values, needle", [
-    ({"replicaCount": 3}, "replicaCount"),
-    ({"components": {"core": {"replicas": "two", "grpcPort": 50052, "metricsPort": 9102}}}, "replicas"),
-    ({"config": {"interval": "2h"}}, "interval"),
-    ({"config": {"symbols": ["btc"]}}, "symbols"),
+    ({"replicaCount": 3}, "additional properties 'replicaCount' not allowed"),
+    ({"components": {"core": {"replica": 2}}}, "additional properties 'replica' not allowed"),
+    ({"components": {"core": {"replicas": "two"}}}, "/components/core/replicas"),
+    ({"ui": {"enabled": "yes"}}, "/ui/enabled"),
+    ({"config": {"interval": "2h"}}, "/config/interval"),
+    ({"config": {"symbols": ["btc"]}}, "/config/symbols/0"),
+    ({"externalRedis": {"url": "my-redis:6379"}}, "/externalRedis/url"),
 ])
 def test_schema_rejects_bad_values(values, needle):
-    with pytest.raises(HelmError) as exc:
+    with pytest.raises(HelmValuesError) as exc:
         render(values)
+    assert "don't meet the specifications of the schema" in str(exc.value)
     assert needle in str(exc.value)
+    assert any(needle in e for e in lint(CHART, values)["errors"])
+
+
+def test_turning_off_redis_needs_an_external_one():
+    with pytest.raises(HelmRenderError, match="redis.enabled=false needs externalRedis.url"):
+        render({"redis": {"enabled": False}})
+
+
+# --- what the chart renders -----------------------------------------------------------------
+def test_grpc_components_get_probes_ports_and_scrape_annotations():
+    docs = render()
+    deployments = by_kind(docs, "Deployment")
+    assert set(deployments) == {f"cryptolens-{n}" for n in (*GRPC, "ui", "redis")}
+    services = by_kind(docs, "Service")
+    for name in GRPC:
+        port, metrics = DEFAULT_PORTS[name]  # the services' own defaults
+        pod = deployments[f"cryptolens-{name}"]["spec"]["template"]
+        c = pod["spec"]["containers"][0]
+        assert c["image"] == "cryptolens:dev" and c["args"] == ["serve", name]
+        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": port, "metrics": metrics}
+        assert c["readinessProbe"]["grpc"] == {"port": port}
+        assert c["livenessProbe"]["grpc"] == {"port": port, "service": "liveness"}
+        scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics), "prometheus.io/path": "/metrics"}
+        assert pod["metadata"]["annotations"].items() >= scrape.items()
+        assert {p["name"]: p["port"] for p in services[f"cryptolens-{name}"]["spec"]["ports"]} == {
+            "grpc": port, "metrics": metrics}
+        headless = services[f"cryptolens-{name}-headless"]["spec"]
+        assert headless["clusterIP"] == "None" and [p["port"] for p in headless["ports"]] == [port]
+    assert deployments["cryptolens-core"]["spec"]["replicas"] == 2
+    ui = container(docs, "cryptolens-ui")
+    assert ui["args"][0] == "ui" and ui["readinessProbe"]["httpGet"] == {"path": "/_stcore/health", "port": "http"}
+
+
+def test_ingress_routes_to_the_dashboard():
+    ingress = by_kind(render(), "Ingress")["cryptolens"]["spec"]
+    assert ingress["ingressClassName"] == "nginx" and "tls" not in ingress
+    rule = ingress["rules"][0]
+    assert "host" not in rule  # any host: http://localhost/ on kind
+    path = rule["http"]["paths"][0]
+    assert path["path"] == "/" and path["pathType"] == "Prefix"
+    assert path["backend"]["service"] == {"name": "cryptolens-ui", "port": {"name": "http"}}
+    tls = by_kind(render(ci_values("all-on-values.yaml")), "Ingress")["cryptolens"]["spec"]
+    assert tls["rules"][0]["host"] == "cryptolens.example.com" and tls["tls"][0]["secretName"] == "cryptolens-tls"
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES)
+def test_every_pod_is_hardened(values_file):
+    for name, spec in pod_specs(render(ci_values(values_file))).items():
+        pod = spec["securityContext"]
+        uid = 999 if name.endswith("-redis") else 10001
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] == uid, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert spec["enableServiceLinks"] is False and spec["automountServiceAccountToken"] is False, name
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"] == {"drop": ["ALL"]}, name
+            assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], name
+            if uid == 10001:  # the only writable place of a CryptoLens container: HOME=/tmp, an emptyDir
+                assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"], name
+                assert {"name": "tmp", "emptyDir": {}} in spec["volumes"], name
+                assert env_of(c)["HOME"] == "/tmp"
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES)
+def test_references_between_objects_resolve(values_file):
+    docs = render(ci_values(values_file), name="demo")
+    deployments, services = by_kind(docs, "Deployment"), by_kind(docs, "Service")
+    assert all(name.startswith("demo-cryptolens-") for name in deployments)
+
+    def ports_of(selector: dict) -> set:
+        specs = [d["spec"] for d in deployments.values()]
+        matches = [spec for spec in specs if selects(selector, spec["template"]["metadata"]["labels"])]
+        assert len(matches) == 1, selector
+        spec = matches[0]
+        assert selects(spec["selector"]["matchLabels"], spec["template"]["metadata"]["labels"])
+        return {(p["name"], p["containerPort"]) for c in spec["template"]["spec"]["containers"] for p in c["ports"]}
+
+    for name, svc in services.items():  # each Service reaches named ports of exactly one Deployment
+        named = dict(ports_of(svc["spec"]["selector"]))
+        assert {p["targetPort"] for p in svc["spec"]["ports"]} <= set(named), name
+    for pdb in by_kind(docs, "PodDisruptionBudget").values():
+        ports_of(pdb["spec"]["selector"]["matchLabels"])
+    for monitor in by_kind(docs, "ServiceMonitor").values():  # the ClusterIP Service only, never the headless one
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        matched = [s for s in services.values() if selects(selector, s["metadata"]["labels"])]
+        assert len(matched) == 1 and "clusterIP" not in matched[0]["spec"]
+        assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in matched[0]["spec"]["ports"]}
+    for ingress in by_kind(docs, "Ingress").values():
+        backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        assert backend["port"]["name"] in {p["name"] for p in services[backend["name"]]["spec"]["ports"]}
+    config_maps, claims = by_kind(docs, "ConfigMap"), by_kind(docs, "PersistentVolumeClaim")
+    for name, spec in pod_specs(docs).items():
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps, name
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, name
+        for c in spec["containers"]:
+            mounts = {m["name"] for m in c.get("volumeMounts", [])}
+            assert mounts <= {v["name"] for v in spec.get("volumes", [])}, name
+            for key, value in env_of(c).items():  # gRPC addresses: a headless Service with that port
+                if key.endswith("_ADDR"):
+                    host, port = re.fullmatch(r"dns:///([a-z0-9-]+):(\d+)", value).groups()
+                    assert services[host]["spec"]["clusterIP"] == "None"
+                    assert int(port) in {p["port"] for p in services[host]["spec"]["ports"]}
+                if key == "CRYPTOLENS_REDIS_URL" and "demo-cryptolens-redis" in deployments:
+                    assert value == "redis://demo-cryptolens-redis:6379/0"
+                    assert 6379 in {p["port"] for p in services["demo-cryptolens-redis"]["spec"]["ports"]}
+
+
+def test_environment_is_what_the_services_read():
+    """Every CRYPTOLENS_* variable names a real setting, and the services' settings accept the values."""
+    docs = render(ci_values("all-on-values.yaml"))
+    for name in GRPC:
+        c = container(docs, f"cryptolens-{name}")
+        env = env_of(c)
+        fields = {ENV_PREFIX + f.upper() for f in SETTINGS[name].__dataclass_fields__}
+        ours = {k for k in env if k.startswith(ENV_PREFIX)}
+        assert ours <= fields, (name, ours - fields)  # a misspelt variable would be ignored silently
+        assert {"CRYPTOLENS_REDIS_URL", "CRYPTOLENS_HOST", "CRYPTOLENS_GRPC_PORT", "CRYPTOLENS_METRICS_PORT",
+                "CRYPTOLENS_LOG_LEVEL", "CRYPTOLENS_SYMBOLS", "CRYPTOLENS_INTERVAL", "CRYPTOLENS_FETCH_ADDR",
+                "CRYPTOLENS_CORE_ADDR", "CRYPTOLENS_ALERTS_ADDR"} <= ours
+        settings = load_settings(SETTINGS[name], env={k: v for k, v in env.items() if isinstance(v, str)})
+        assert (settings.grpc_port, settings.metrics_port) == DEFAULT_PORTS[name]
+        assert settings.host == "0.0.0.0" and settings.redis_url == "redis://cryptolens-redis:6379/0"
+        assert settings.symbols == ["BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD"] and settings.interval == "1h"
+        assert settings.core_addr == "dns:///cryptolens-core-headless:50052"
+    fetch = load_settings(FetchSettings, env={k: v for k, v in env_of(container(docs, "cryptolens-fetch")).items()
+                                              if isinstance(v, str)})
+    assert fetch.provider == "simulated" and fetch.history_days == 90 and fetch.refresh_s == 30.0
+    key = env_of(container(docs, "cryptolens-fetch"))["CRYPTOLENS_COINGECKO_API_KEY"]
+    assert key == {"secretKeyRef": {"name": "coingecko", "key": "api-key"}}
+    alerts = env_of(container(docs, "cryptolens-alerts"))
+    assert alerts["CRYPTOLENS_RULES_FILE"] == "/etc/cryptolens/rules.yaml"
+    assert alerts["CRYPTOLENS_ALERTMANAGER_URL"] == "http://alertmanager:9093"
+    defaults = render()
+    assert env_of(container(defaults, "cryptolens-fetch"))["CRYPTOLENS_PROVIDER"] == "live"
+    assert "CRYPTOLENS_COINGECKO_API_KEY" not in env_of(container(defaults, "cryptolens-fetch"))
+    ui = env_of(container(defaults, "cryptolens-ui"))
+    assert ui["CRYPTOLENS_ALERTS_ADDR"] == "dns:///cryptolens-alerts-headless:50053"
+
+
+@pytest.mark.parametrize("values_file, ids", [("default-values.yaml", []), ("all-on-values.yaml", ["btc-sharpe-low"])])
+def test_rules_configmap_loads_with_the_alerts_loader(values_file, ids, tmp_path):
+    docs = render(ci_values(values_file))
+    path = tmp_path / "rules.yaml"
+    path.write_text(by_kind(docs, "ConfigMap")["cryptolens-rules"]["data"]["rules.yaml"])
+    assert [rule.id for rule in load_rules_file(path)] == ids
+    mounts = container(docs, "cryptolens-alerts")["volumeMounts"]
+    assert {"name": "rules", "mountPath": "/etc/cryptolens", "readOnly": True} in mounts
+
+
+def test_optional_features_follow_their_toggles():
+    defaults = render()
+    for kind in ("ServiceMonitor", "PrometheusRule", "PodDisruptionBudget", "PersistentVolumeClaim"):
+        assert not by_kind(defaults, kind), kind
+    redis = container(defaults, "cryptolens-redis")
+    assert redis["image"] == "redis:7-alpine" and redis["args"][:2] == ["--appendonly", "no"]
+
+    docs = render(ci_values("all-on-values.yaml"))
+    assert set(by_kind(docs, "ServiceMonitor")) == {f"cryptolens-{n}" for n in GRPC}
+    for monitor in by_kind(docs, "ServiceMonitor").values():
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    assert set(pdbs) == {f"cryptolens-{n}" for n in GRPC}
+    assert all(p["spec"]["maxUnavailable"] == 1 and "minAvailable" not in p["spec"] for p in pdbs.values())
+    claim = by_kind(docs, "PersistentVolumeClaim")["cryptolens-redis"]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "2Gi" and claim["storageClassName"] == "standard"
+    assert container(docs, "cryptolens-redis")["args"][:2] == ["--appendonly", "yes"]
+    assert by_kind(docs, "Deployment")["cryptolens-core"]["spec"]["replicas"] == 3
+    assert env_of(container(docs, "cryptolens-fetch"))["CRYPTOLENS_REFRESH_S"] == "30"
+    assert pod_specs(docs)["cryptolens-core"]["imagePullSecrets"] == [{"name": "regcred"}]
+    min_available = render({"podDisruptionBudget": {"enabled": True, "minAvailable": 1}})
+    assert all(p["spec"]["minAvailable"] == 1 and "maxUnavailable" not in p["spec"]
+               for p in by_kind(min_available, "PodDisruptionBudget").values())
+
+
+def test_external_redis_replaces_the_bundled_one():
+    docs = render(ci_values("external-redis-values.yaml"))
+    assert set(by_kind(docs, "Deployment")) == {f"cryptolens-{n}" for n in GRPC}  # no redis, no ui
+    assert "cryptolens-redis" not in by_kind(docs, "Service") and not by_kind(docs, "Ingress")
+    for spec in pod_specs(docs).values():
+        for c in spec["containers"]:
+            if "env" in c and c["name"] != "grpc-health":
+                assert env_of(c)["CRYPTOLENS_REDIS_URL"] == "redis://my-redis.data.svc:6379/0"
+
+
+def test_helm_test_pods_check_grpc_health_of_each_service():
+    docs = render()
+    pods = {name: d for name, d in by_kind(docs, "Pod").items() if d["metadata"]["annotations"][HOOK] == "test"}
+    assert set(pods) == {f"cryptolens-test-{n}" for n in GRPC}
+    for name in GRPC:
+        pod = pods[f"cryptolens-test-{name}"]
+        assert pod["spec"]["restartPolicy"] == "Never"
+        command = pod["spec"]["containers"][0]["command"]
+        assert command == ["python", "-m", "services.healthcheck", f"cryptolens-{name}:{DEFAULT_PORTS[name][0]}"]
+    assert (ROOT / "services" / "healthcheck.py").is_file()
+    assert all(HOOK not in d["metadata"].get("annotations", {}) for d in docs if d["kind"] != "Pod")
+
+
+# --- Prometheus rules ------------------------------------------------------------------------
+def rendered_rules(tmp_path: Path) -> Path:
+    rule = by_kind(render(ci_values("all-on-values.yaml")), "PrometheusRule")["cryptolens"]
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(rule["spec"]))
+    return path
 
 
 def test_prometheus_rules_pass_promtool(tmp_path):
     promtool = require_tool("promtool")
-    result = subprocess.run([promtool, "check", "rules", str(CHART / "files" / "prometheus-rules.yaml")],
-                            capture_output=True, text=True, timeout=60)
+    path = rendered_rules(tmp_path)
+    result = subprocess.run([promtool, "check", "rules", str(path)],
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 3 rules found" in result.stdout
+    exprs = {r["alert"]: r["expr"] for r in yaml.safe_load(path.read_text())["groups"][0]["rules"]}
+    assert "cryptolens_alert_state) >= 2" in exprs["CryptoLensAlertFiring"]
+    assert 'cryptolens_rpc_requests_total{code!="OK"' in exprs["CryptoLensRpcErrors"]
 
 
-def test_kind_config_and_dockerfile():
+RULE_TEST = """
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - {series: 'cryptolens_alert_state{symbol="BTC-USD",rule="btc-sharpe-low"}', values: '0 0 2x20'}
+      - {series: 'cryptolens_alert_state{symbol="ETH-USD",rule="btc-sharpe-low"}', values: '1x22'}
+      - {series: 'cryptolens_rpc_requests_total{service="core",method="GetStats",code="OK"}', values: '0+90x20'}
+      - {series: 'cryptolens_rpc_requests_total{service="core",method="GetStats",code="UNAVAILABLE"}',
+         values: '0+10x20'}
+      - {series: 'cryptolens_rpc_requests_total{service="fetch",method="GetBars",code="OK"}', values: '0+90x20'}
+      - {series: 'cryptolens_rpc_requests_total{service="fetch",method="GetBars",code="NOT_FOUND"}', values: '0+50x20'}
+      - {series: 'cryptolens_redis_up{service="alerts"}', values: '1 1 0x20'}
+      - {series: 'cryptolens_redis_up{service="core"}', values: '1x22'}
+    alert_rule_test:
+      - {eval_time: 1m, alertname: CryptoLensAlertFiring, exp_alerts: []}
+      - eval_time: 15m
+        alertname: CryptoLensAlertFiring
+        exp_alerts:
+          - exp_labels: {severity: warning, symbol: BTC-USD, rule: btc-sharpe-low}
+            exp_annotations:
+              summary: "BTC-USD: rule btc-sharpe-low is in ALERT"
+              description: "A CryptoLens rule graded BTC-USD ALERT; see the dashboard's Alerts page."
+      - {eval_time: 5m, alertname: CryptoLensRpcErrors, exp_alerts: []}
+      - eval_time: 15m
+        alertname: CryptoLensRpcErrors
+        exp_alerts:
+          - exp_labels: {severity: warning, service: core}
+            exp_annotations:
+              summary: "core fails 10% of calls"
+              description: "More than 5 % of gRPC calls to core end in a server-side error for 10 minutes."
+      - eval_time: 15m
+        alertname: CryptoLensRedisDown
+        exp_alerts:
+          - exp_labels: {severity: critical, service: alerts}
+            exp_annotations:
+              summary: "alerts cannot reach Redis"
+              description: "The service reports NOT_SERVING and gets no traffic until Redis answers again."
+"""
+
+
+def test_prometheus_alerts_fire_when_they_should(tmp_path):
+    """ALERT grade fires, WARNING does not; 10 % UNAVAILABLE fires, NOT_FOUND (a caller's error) does not."""
+    promtool = require_tool("promtool")
+    rendered_rules(tmp_path)
+    (tmp_path / "test.yaml").write_text(RULE_TEST)
+    result = subprocess.run([promtool, "test", "rules", "test.yaml"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+# --- kind and the image ----------------------------------------------------------------------
+def test_kind_config_maps_the_ingress_ports():
     kind = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
-    assert kind["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert kind["kind"] == "Cluster" and kind["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert len(kind["nodes"]) == 1
     node = kind["nodes"][0]
-    assert "ingress-ready=true" in node["kubeadmConfigPatches"][0]
-    assert {(m["containerPort"], m["hostPort"]) for m in node["extraPortMappings"]} == {(80, 80), (443, 443)}
+    assert node["role"] == "control-plane"
+    patch = yaml.safe_load(node["kubeadmConfigPatches"][0])
+    assert patch["kind"] == "InitConfiguration"
+    assert patch["nodeRegistration"]["kubeletExtraArgs"]["node-labels"] == "ingress-ready=true"
+    assert sorted((m["containerPort"], m["hostPort"], m.get("protocol", "TCP")) for m in node["extraPortMappings"]) == [
+        (80, 80, "TCP"), (443, 443, "TCP")]
+
+
+def test_dockerfile_builds_one_non_root_image_of_the_whole_project():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "USER 10001" in dockerfile and 'ENTRYPOINT ["cryptolens"]' in dockerfile
+    lines = [line.strip() for line in dockerfile.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert lines[0] == "FROM python:3.11-slim"
+    assert "pip install --no-cache-dir ." in dockerfile and "HOME=/tmp" in dockerfile
     assert "useradd --uid 10001" in dockerfile
+    assert [line for line in lines if line.startswith("USER")][-1] in ("USER 10001", "USER 10001:10001")
+    assert [line for line in lines if line.startswith("ENTRYPOINT")] == ['ENTRYPOINT ["cryptolens"]']
+    exposed = {int(p) for line in lines if line.startswith("EXPOSE") for p in line.split()[1:]}
+    assert exposed == {p for ports in DEFAULT_PORTS.values() for p in ports} | {8501}
+
+    # Everything `pip install .` needs is copied in and not excluded by .dockerignore.
+    copied = {part.rstrip("/").removeprefix("./") for line in lines if line.startswith("COPY")
+              for part in line.split()[1:-1]}
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    package_dir = project["tool"]["setuptools"].get("package-dir", {})
+    needed = {"pyproject.toml", project["project"]["readme"]}
+    for package in project["tool"]["setuptools"]["packages"]:
+        top = package.split(".")[0]
+        needed.add(Path(package_dir.get(top, top)).parts[0])
+    assert needed <= copied, needed - copied
+    assert not needed & ignored
+    assert project["project"]["scripts"]["cryptolens"] == "services.cli:main"

@@ -39,3 +39,11 @@ def test_provider_choice(monkeypatch, capsys):
     assert stack.choose_provider(args(provider="simulated")) == "simulated"
     assert stack.choose_provider(args(csv_file=["BTC-USD:1d=x.csv"])) == "csv"
     assert stack.choose_provider(args(provider="binance,kraken")) == "binance,kraken"
+
+
+def test_ui_ignores_a_kubernetes_service_link_in_its_port_variable(monkeypatch):
+    monkeypatch.setenv("CRYPTOLENS_UI_PORT", "tcp://10.96.0.12:80")
+    launched = []
+    monkeypatch.setattr(stack.os, "execvp", lambda cmd, argv: launched.append(argv))
+    stack.run_ui([])
+    assert launched and launched[0][launched[0].index("--server.port") + 1] == "8501"
