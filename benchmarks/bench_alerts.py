@@ -12,7 +12,7 @@ from benchmarks.support import median, redis_server
 from services.alerts.engine import AlertEngine
 from services.alerts.rules import METRICS, Rule, builtin_rules
 from services.common.store import PriceStore
-from services.core.series import SeriesSource
+from services.common.series import SeriesSource
 from services.fetch.providers.simulated import SimulatedProvider
 
 BASES = ["BTC", "ETH", "SOL", "XRP", "BNB", "ADA", "DOGE", "TRX", "BCH", "LTC", "DOT", "AVAX", "LINK", "MATIC",

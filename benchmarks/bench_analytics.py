@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.support import median, time_interleaved, year_of_minutes
-from services.core.analytics import compute_stats
+from services.common.analytics import compute_stats
 
 P = 525_600
 

@@ -18,7 +18,7 @@ from benchmarks.support import median, redis_server, year_of_minutes
 from services.common.bars import COLUMNS
 from services.common.intervals import INTERVAL_MS
 from services.common.store import CHUNK_BARS, PriceStore
-from services.fetch.normalize import normalize_bars
+from services.common.normalize import normalize_bars
 from services.fetch.providers.binance import BinanceProvider, parse_klines
 
 STEP = INTERVAL_MS["1m"]

@@ -14,7 +14,7 @@ def _backtest(args) -> int:
     from services.alerts import rules as rules_mod
     from services.alerts.backtest import backtest, transition_to_json
     from services.common.intervals import check_interval, check_symbol
-    from services.fetch.providers.csv_file import load_csv
+    from services.common.csv_bars import load_csv
 
     try:
         symbol = check_symbol(args.symbol)

@@ -29,7 +29,7 @@ from services.alerts.rules import Rule
 from services.alerts.state import AlertState, Transition, step
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.intervals import periods_per_year
-from services.core.series import SeriesSource
+from services.common.series import SeriesSource
 
 log = logging.getLogger("cryptolens.alerts")
 

@@ -199,7 +199,7 @@ def series_values(rule: Rule, ts: np.ndarray, close: np.ndarray, periods_per_yea
         return ratio
     if rule.metric == "price":
         return close.copy()
-    from services.core.analytics import compute_stats
+    from services.common.analytics import compute_stats
 
     out = np.full(len(close), np.nan)
     for i in range(1, len(close)):
@@ -219,7 +219,7 @@ def measure(rule: Rule, ts: np.ndarray, close: np.ndarray, periods_per_year: flo
         return None
     k = _bars(rule.window, rule.interval)
     if rule.kind == "threshold" and rule.metric != "price":
-        from services.core.analytics import compute_stats
+        from services.common.analytics import compute_stats
 
         cache = {} if stats_cache is None else stats_cache
         if rule.window not in cache:

@@ -20,7 +20,7 @@ from services.common.events import subscribe
 from services.common.errors import InvalidArgument
 from services.common.intervals import check_interval, check_symbol
 from services.common.store import UPDATES_CHANNEL, PriceStore
-from services.core.series import SeriesSource
+from services.common.series import SeriesSource
 
 log = logging.getLogger("cryptolens.alerts")
 

@@ -103,6 +103,8 @@ class ServiceSettings:
     alerts_addr: str = setting("127.0.0.1:50053", "Alerts service address")
     symbols: list[str] = setting(list(DEFAULT_SYMBOLS), "watch list, comma separated", _symbols)
     interval: str = setting("1h", "default bar interval", _interval)
+    stale_after_bars: int = setting(3, "a series is stale when its newest bar closed more than this many "
+                                    "intervals ago", positive)
 
     service_name: typing.ClassVar[str] = ""
 

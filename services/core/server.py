@@ -18,8 +18,8 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.intervals import (DAY_MS, check_interval, check_symbol, interval_ms, periods_per_year,
                                        resolve_window)
 from services.common.store import PriceStore
-from services.core import analytics
-from services.core.series import Series, SeriesSource
+from services.common import analytics
+from services.common.series import Series, SeriesSource
 
 SERVICE_NAME = "cryptolens.v1.CoreService"
 CACHE_PREFIX = "cl:v1:cache"

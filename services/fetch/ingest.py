@@ -13,7 +13,7 @@ from services.common.bars import find_gaps
 from services.common.errors import NotFound, Unavailable
 from services.common.intervals import interval_ms
 from services.common.store import PriceStore, WriteResult
-from services.fetch.normalize import normalize_bars
+from services.common.normalize import normalize_bars
 from services.fetch.providers.base import Provider, ProviderError, Unsupported
 
 log = logging.getLogger("cryptolens.fetch")

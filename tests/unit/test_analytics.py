@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.core import analytics
-from services.fetch.providers.csv_file import load_csv
+from services.common import analytics
+from services.common.csv_bars import load_csv
 
 SERIES = [("BTCUSDT_1d_cdd-binance.csv", "1d", 365), ("ETHUSDT_1d_cdd-binance.csv", "1d", 365),
           ("SOLUSDT_1d_cdd-binance.csv", "1d", 365), ("BTCUSDT_1h_cdd-binance.csv", "1h", 8760),

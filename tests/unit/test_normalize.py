@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from services.common.bars import FLAG_PARTIAL, FLAG_SUSPECT, make_bars
-from services.fetch.normalize import normalize_bars, to_epoch_ms
-from services.fetch.providers.csv_file import CsvProvider, load_csv, parse_spec
+from services.common.normalize import normalize_bars, to_epoch_ms
+from services.common.csv_bars import load_csv, parse_spec
+from services.fetch.providers.csv_file import CsvProvider
 
 HOUR = 3_600_000
 DAY = 86_400_000

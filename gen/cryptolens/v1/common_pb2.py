@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63ryptolens/v1/common.proto\x12\rcryptolens.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x01\n\x03\x42\x61r\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x02 \x01(\x01\x12\x0c\n\x04high\x18\x03 \x01(\x01\x12\x0b\n\x03low\x18\x04 \x01(\x01\x12\r\n\x05\x63lose\x18\x05 \x01(\x01\x12\x0e\n\x06volume\x18\x06 \x01(\x01\x12\x0f\n\x07partial\x18\x07 \x01(\x08\x12\x0f\n\x07suspect\x18\x08 \x01(\x08\"}\n\x03Gap\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x0cmissing_bars\x18\x03 \x01(\x03R\x0cmissing_barsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63ryptolens/v1/common.proto\x12\rcryptolens.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x01\n\x03\x42\x61r\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x02 \x01(\x01\x12\x0c\n\x04high\x18\x03 \x01(\x01\x12\x0b\n\x03low\x18\x04 \x01(\x01\x12\r\n\x05\x63lose\x18\x05 \x01(\x01\x12\x0e\n\x06volume\x18\x06 \x01(\x01\x12\x0f\n\x07partial\x18\x07 \x01(\x08\x12\x0f\n\x07suspect\x18\x08 \x01(\x08\"}\n\x03Gap\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x0cmissing_bars\x18\x03 \x01(\x03R\x0cmissing_bars\"\xa4\x01\n\tFreshness\x12:\n\nnewest_bar\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nnewest_bar\x12 \n\x0b\x61ge_seconds\x18\x02 \x01(\x01R\x0b\x61ge_seconds\x12\r\n\x05stale\x18\x03 \x01(\x08\x12*\n\x10stale_after_bars\x18\x04 \x01(\x05R\x10stale_after_bars\"\xca\x02\n\x08\x43overage\x12\x44\n\x0frequested_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0frequested_start\x12@\n\rrequested_end\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rrequested_end\x12\x38\n\tfirst_bar\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tfirst_bar\x12\x36\n\x08last_bar\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08last_bar\x12$\n\rexpected_bars\x18\x05 \x01(\x03R\rexpected_bars\x12\x0c\n\x04\x62\x61rs\x18\x06 \x01(\x03\x12\x10\n\x08\x66raction\x18\x07 \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,4 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BAR']._serialized_end=232
   _globals['_GAP']._serialized_start=234
   _globals['_GAP']._serialized_end=359
+  _globals['_FRESHNESS']._serialized_start=362
+  _globals['_FRESHNESS']._serialized_end=526
+  _globals['_COVERAGE']._serialized_start=529
+  _globals['_COVERAGE']._serialized_end=859
 # @@protoc_insertion_point(module_scope)
