@@ -7,10 +7,12 @@ import streamlit as st
 
 from ui.client import CryptoLensClient, ServiceError
 
-WINDOWS = ["24h", "7d", "30d", "90d", "1y"]
+WINDOWS = ["24h", "7d", "30d", "90d", "1y", "5y", "10y"]
 INTERVALS = ["1m", "5m", "15m", "1h", "4h", "1d"]
 BADGE = {"OK": ("#1b7f4b", "#e8f5ee"), "WARNING": ("#8a5a00", "#fdf3dc"), "ALERT": ("#a3262b", "#fbe7e8"),
-         "PENDING": ("#555", "#f0f0f0"), "RECOVERING": ("#8a5a00", "#fdf3dc")}
+         "PENDING": ("#555", "#f0f0f0"), "RECOVERING": ("#8a5a00", "#fdf3dc"), "NO_DATA": ("#555", "#eeeeee"),
+         "ERROR": ("#a3262b", "#fbe7e8")}
+AMBER = "#b26a00"
 
 st.set_page_config(page_title="CryptoLens", page_icon="◎", layout="wide")
 st.markdown("<style>div[data-testid='stMetricValue']{font-size:1.55rem} .block-container{padding-top:2rem}"
@@ -72,6 +74,35 @@ def price(value) -> str:
     return f"{value:,.2f}" if value >= 1 else f"{value:.6g}"
 
 
+def age(seconds: float) -> str:
+    """'4 s', '12 min', '3 h', '5 days': how long ago the newest bar closed."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def freshness_line(symbol: str, s: dict) -> str:
+    """The newest bar's age beside the numbers; amber when the series is stale; coverage when partial."""
+    fresh = s.get("freshness", {})
+    newest = fresh.get("newest_bar", "")
+    text = f"{symbol}: newest bar {newest.replace('T', ' ').replace('Z', ' UTC')}, updated {age(fresh.get('age_seconds', 0))} ago"
+    if fresh.get("stale"):
+        text = f"<span style='color:{AMBER};font-weight:600'>{text} — stale</span>"
+    cover = s.get("coverage", {})
+    if cover and cover.get("fraction", 1) < 0.999:
+        text += (f" · the window holds {int(cover.get('bars', 0)):,} of {int(cover.get('expected_bars', 0)):,} bars "
+                 f"({cover.get('fraction', 0) * 100:.0f} %)")
+    return text
+
+
+def default_interval(series: list[dict]) -> str:
+    """The interval being served: the watched series' interval, else the most common stored one."""
+    watched = [s["interval"] for s in series if s.get("watched")]
+    stored = watched or [s["interval"] for s in series]
+    return max(set(stored), key=stored.count) if stored else "1h"
+
+
 def badge(text: str) -> str:
     fg, bg = BADGE.get(text, BADGE["PENDING"])
     return (f"<span style='color:{fg};background:{bg};border-radius:999px;padding:2px 10px;"
@@ -88,7 +119,7 @@ def main() -> None:
 
     with st.sidebar:
         st.header("View")
-        interval = st.selectbox("Interval", INTERVALS, index=INTERVALS.index("1h"))
+        interval = st.selectbox("Interval", INTERVALS, index=INTERVALS.index(default_interval(series)))
         known = sorted({s["symbol"] for s in series if s["interval"] == interval} | set(watchlist))
         symbols = st.multiselect("Symbols", known, default=[s for s in watchlist if s in known] or known[:3])
         window = st.radio("Window", WINDOWS, index=2, horizontal=True)
@@ -105,7 +136,7 @@ def main() -> None:
         alerts = None
         st.caption(f"Alerts are unavailable right now ({exc}).")
     worst: dict[str, str] = {}
-    rank = {"OK": 0, "PENDING": 0, "RECOVERING": 1, "WARNING": 1, "ALERT": 2}
+    rank = {"OK": 0, "PENDING": 0, "NO_DATA": 1, "RECOVERING": 1, "WARNING": 2, "ERROR": 2, "ALERT": 3}
     for item in (alerts or {}).get("active", []):
         current = worst.get(item["symbol"], "OK")
         if rank.get(item["state"], 0) > rank.get(current, 0):
@@ -134,6 +165,9 @@ def main() -> None:
         cols[4].metric("VaR 95 % (per bar)", pct(s.get("var_95"), 2))
         cols[5].markdown(f"<div style='padding-top:1.9rem'>{badge(worst.get(symbol, 'OK'))}</div>",
                          unsafe_allow_html=True)
+
+    st.markdown("<div style='color:#666;font-size:0.85rem'>" + "<br>".join(
+        freshness_line(symbol, s) for symbol, s in stats.items()) + "</div>", unsafe_allow_html=True)
 
     frames = {}
     for symbol in stats:
