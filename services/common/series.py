@@ -28,7 +28,7 @@ from services.common.store import PriceStore, SeriesInfo, _info, _series_key
 # How long "Fetch has nothing older than the first stored bar" is believed before asking again:
 # long after Fetch answered, short after it failed (a blip must not make a window short for long).
 NO_EARLIER_S = 300.0
-NO_EARLIER_AFTER_ERROR_S = 15.0
+NO_EARLIER_AFTER_ERROR_S = 5.0
 _READ_RETRIES = 5
 
 Stamp = tuple[str, int, int]  # (epoch, version, updated ms)
