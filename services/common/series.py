@@ -22,7 +22,7 @@ import numpy as np
 
 from cryptolens.v1 import fetch_pb2, fetch_pb2_grpc
 from services.common.convert import to_timestamp
-from services.common.errors import NotFound, Unavailable
+from services.common.errors import NotFound, ResourceExhausted, Unavailable
 from services.common.store import PriceStore, SeriesInfo, _info, _series_key
 
 # How long "Fetch has nothing older than the first stored bar" is believed before asking again:
@@ -184,10 +184,13 @@ class SeriesSource:
         except grpc.aio.AioRpcError as exc:
             if present:
                 return False  # serve what we have; the answer's coverage says what is missing
+            details = (exc.details() or "")[:200]
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                raise NotFound(f"no data for {symbol} at {interval}: {(exc.details() or '')[:200]}") from None
+                raise NotFound(f"no data for {symbol} at {interval}: {details}") from None
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise ResourceExhausted(f"Fetch refused {symbol} {interval}: {details}") from None
             raise Unavailable(f"Fetch service could not provide {symbol} {interval}: "
-                              f"{exc.code().name} {(exc.details() or '')[:200]}") from None
+                              f"{exc.code().name} {details}") from None
 
     # --- arrays ----------------------------------------------------------------------------
     async def get(self, symbol: str, interval: str, start_ms: int | None = None, *, end_ms: int | None = None,

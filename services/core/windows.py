@@ -66,7 +66,7 @@ class WindowSpec:
     end_ms: int | None
 
     @classmethod
-    def parse(cls, request, interval: str, now_ms: int, symbols: int = 1) -> "WindowSpec":
+    def parse(cls, request, interval: str, now_ms: int, symbols: int = 1) -> WindowSpec:
         """Check lookback/start/end and the window cap (``symbols`` series share one cap)."""
         start, end = timestamp(request, "start"), timestamp(request, "end")
         lookback_ms = None
