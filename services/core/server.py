@@ -49,6 +49,11 @@ class CoreSettings(ServiceSettings):
     service_name = "core"
 
 
+def _fetch_from(window: Window, now: int) -> int | None:
+    """The start to ask Fetch for: a window that starts in the future has nothing to fetch."""
+    return window.start_ms if window.start_ms is not None and window.start_ms < now else None
+
+
 @dataclass(frozen=True)
 class Loaded:
     """One series as an answer uses it: its state, the resolved window and the bars in it."""
@@ -78,8 +83,8 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         pass
 
     async def stop(self) -> None:
+        # The worker threads are left to interpreter exit: calls still draining may need them.
         await self.series.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def on_redis(self, up: bool) -> None:
         pass
@@ -95,8 +100,7 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         for the start of a window the store does not reach back to."""
         state = await self.series.state(symbol, spec.interval)
         window = spec.resolve(state.info.last_ms if state else None, now)
-        fetch_from = window.start_ms if window.start_ms is not None and window.start_ms < now else None
-        state = await self.series.ensure(symbol, spec.interval, fetch_from, state)
+        state = await self.series.ensure(symbol, spec.interval, _fetch_from(window, now), state)
         return Loaded(state, spec.resolve(state.info.last_ms, now))
 
     async def _read(self, symbol: str, spec: WindowSpec, loaded: Loaded) -> Loaded:
@@ -117,11 +121,12 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
     def _freshness(self, loaded: Loaded, interval: str, now: int):
         return freshness_pb(loaded.state.info.last_ms, interval, self.settings.stale_after_bars, now)
 
-    async def _benchmark(self, benchmark: str, symbol: str, interval: str) -> SeriesState | None:
+    async def _benchmark(self, benchmark: str, symbol: str, interval: str, fetch_from: int | None
+                         ) -> SeriesState | None:
         if benchmark == symbol:
             return None
         try:
-            return await self.series.ensure(benchmark, interval)
+            return await self.series.ensure(benchmark, interval, fetch_from)
         except (NotFound, Unavailable):
             return None  # no benchmark data: beta stays unset
 
@@ -143,7 +148,7 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
 
         loaded = await self._resolve(symbol, spec, now)
         spec.check_stored(loaded.window, [loaded.state.info])
-        bench_state = await self._benchmark(benchmark, symbol, interval)
+        bench_state = await self._benchmark(benchmark, symbol, interval, _fetch_from(loaded.window, now))
         key = ("GetStats", loaded.state.stamp, bench_state.stamp if bench_state else None, loaded.window,
                request_digest(request))
         raw = self.results.get("GetStats", key)

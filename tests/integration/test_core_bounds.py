@@ -12,6 +12,7 @@ import re
 import threading
 import time
 import urllib.request
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -20,9 +21,9 @@ import redis as redis_sync
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cryptolens.v1 import core_pb2, core_pb2_grpc
-from tests.conftest import RedisServer
-from tests.integration.services import Stack
+from cryptolens.v1 import core_pb2, core_pb2_grpc, fetch_pb2_grpc
+from tests.conftest import RedisServer, free_port
+from tests.integration.services import ServiceProcess, Stack
 
 RSS_LIMIT_MB = 400
 
@@ -139,20 +140,47 @@ def test_a_year_of_minutes_is_answered_within_memory_and_health_keeps_answering(
     assert probe.worst < 0.1, f"health took {probe.worst * 1000:.0f} ms while a big request ran"
 
 
-def test_deadline_stops_the_work(stack, core):
-    """A client that gives up: Core cancels the call (CANCELLED in its metrics) and keeps serving."""
-    port = stack["core"].metrics_port
-    labels = '{code="CANCELLED",method="GetTimeseries",service="cryptolens.v1.CoreService"}'
-    before = metric(port, "cryptolens_rpc_requests_total", labels)
-    with pytest.raises(grpc.RpcError) as exc:
-        core.GetTimeseries(core_pb2.GetTimeseriesRequest(symbol="ETH-USD", interval="1m", lookback="200d"),
-                           timeout=0.3)
-    assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    deadline = time.monotonic() + 60
-    while metric(port, "cryptolens_rpc_requests_total", labels) <= before and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert metric(port, "cryptolens_rpc_requests_total", labels) == before + 1
-    assert stack["core"].health() == health_pb2.HealthCheckResponse.SERVING
+class HangingFetch(fetch_pb2_grpc.FetchServiceServicer):
+    """A Fetch stuck on a slow provider: GetBars answers only when its caller gives up."""
+
+    def __init__(self):
+        self.called, self.cancelled = threading.Event(), threading.Event()
+
+    def GetBars(self, request, context):
+        context.add_callback(self.cancelled.set)  # runs when the call ends, cancelled or not
+        self.called.set()
+        self.cancelled.wait(30)
+        context.abort(grpc.StatusCode.UNAVAILABLE, "too slow")
+
+
+def test_a_client_deadline_stops_the_work_down_to_fetch(stack, tmp_path):
+    """The client gives up: Core's call is cancelled (CANCELLED in its metrics), and so is the
+    fetch-through it was waiting on; Core keeps serving."""
+    fetch = HangingFetch()
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    fetch_pb2_grpc.add_FetchServiceServicer_to_server(fetch, server)
+    fetch_port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    env = {"CRYPTOLENS_REDIS_URL": stack.redis_url, "CRYPTOLENS_FETCH_ADDR": f"127.0.0.1:{fetch_port}",
+           "CRYPTOLENS_FETCH_TIMEOUT_S": "60"}
+    core = ServiceProcess("core", free_port(), free_port(), [], env, tmp_path / "core.log").start()
+    try:
+        core.wait_serving()
+        labels = '{code="CANCELLED",method="GetTimeseries",service="cryptolens.v1.CoreService"}'
+        with grpc.insecure_channel(core.addr) as channel:
+            with pytest.raises(grpc.RpcError) as exc:
+                core_pb2_grpc.CoreServiceStub(channel).GetTimeseries(
+                    core_pb2.GetTimeseriesRequest(symbol="ADA-USD", interval="1m", lookback="200d"), timeout=1)
+        assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert fetch.called.is_set() and fetch.cancelled.wait(10), "the fetch-through kept running"
+        deadline = time.monotonic() + 10
+        while metric(core.metrics_port, "cryptolens_rpc_requests_total", labels) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert metric(core.metrics_port, "cryptolens_rpc_requests_total", labels) == 1
+        assert core.health() == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        core.stop()
+        server.stop(0)
 
 
 def test_result_cache_stays_within_its_byte_bound(stack, core):
