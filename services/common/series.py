@@ -237,8 +237,10 @@ class SeriesSource:
         old = self._cache.pop(key, None)
         if old is not None:
             self._cached_bytes -= old.nbytes
+        if series.nbytes > self.max_bytes:
+            return  # larger than the whole budget: used for this answer, not kept
         self._cache[key] = series
         self._cached_bytes += series.nbytes
-        while self._cached_bytes > self.max_bytes and len(self._cache) > 1:
+        while self._cached_bytes > self.max_bytes:
             _, dropped = self._cache.popitem(last=False)
             self._cached_bytes -= dropped.nbytes

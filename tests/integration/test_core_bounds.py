@@ -140,6 +140,27 @@ def test_a_year_of_minutes_is_answered_within_memory_and_health_keeps_answering(
     assert probe.worst < 0.1, f"health took {probe.worst * 1000:.0f} ms while a big request ran"
 
 
+def test_a_large_series_is_read_for_the_window_only_and_the_series_cache_keeps_its_bound(stack, core, tmp_path):
+    """With a 4 MB series cache, a year of minutes (8.4 MB of ts and close) is too big to read whole:
+    a day of it is read alone, and a whole year is used for its answer but not kept."""
+    core.GetStats(core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", lookback="365d"), timeout=180)
+    env = {"CRYPTOLENS_REDIS_URL": stack.redis_url, "CRYPTOLENS_FETCH_ADDR": stack["fetch"].addr}
+    small = ServiceProcess("core", free_port(), free_port(), ["--series-cache-mb", "4"], env,
+                           tmp_path / "core.log").start()
+    try:
+        small.wait_serving()
+        with grpc.insecure_channel(small.addr) as channel:
+            stub = core_pb2_grpc.CoreServiceStub(channel)
+            for lookback in ("1d", "365d"):
+                request = core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", lookback=lookback)
+                answer, reference = stub.GetStats(request, timeout=60), core.GetStats(request, timeout=60)
+                assert answer.count == reference.count and answer.sharpe == reference.sharpe  # same numbers
+                held = metric(small.metrics_port, "cryptolens_core_series_cache_bytes")
+                assert 0 < held < 100_000 if lookback == "1d" else held <= 4 * 1024 * 1024, (lookback, held)
+    finally:
+        small.stop()
+
+
 class HangingFetch(fetch_pb2_grpc.FetchServiceServicer):
     """A Fetch stuck on a slow provider: GetBars answers only when its caller gives up."""
 
