@@ -14,7 +14,6 @@ import time
 import grpc
 import numpy as np
 import pytest
-import redis as redis_sync
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -22,6 +21,7 @@ from cryptolens.v1 import core_pb2, core_pb2_grpc, fetch_pb2, fetch_pb2_grpc
 from services.common.bars import make_bars
 from services.common.convert import now_ms
 from services.common.store import PriceStore
+from tests.conftest import RedisServer
 from tests.integration.services import Stack
 
 DAY = 86_400_000
@@ -46,16 +46,17 @@ def write_days(url: str, symbol: str, first_ms: int, days: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server, tmp_path_factory):
-    stack = Stack(redis_server.url[:-1] + "3", tmp_path_factory.mktemp("windows"),
-                  {"CRYPTOLENS_FETCH_TIMEOUT_S": "20"})
-    redis_sync.from_url(stack.redis_url).flushdb()
+def stack(tmp_path_factory):
+    redis = RedisServer(tmp_path_factory.mktemp("windows-redis"))
+    redis.start()
+    stack = Stack(redis.url, tmp_path_factory.mktemp("windows"), {"CRYPTOLENS_FETCH_TIMEOUT_S": "20"})
     stack.add("core")  # Fetch comes later: the first test needs it down
     try:
         stack["core"].wait_serving()
         yield stack
     finally:
         stack.stop()
+        redis.stop()
 
 
 def start_fetch(stack) -> None:
