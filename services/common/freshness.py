@@ -26,8 +26,9 @@ def is_stale(newest_ms: int | None, interval: str, stale_after_bars: int, now_ms
 
 
 def coverage_pb(start_ms: int | None, end_ms: int, first_ms: int | None, last_ms: int | None, bars: int,
-                interval: str) -> common_pb2.Coverage:
-    """``start_ms`` None means "from the first stored bar": the window is then whatever is stored."""
+                interval: str, until_ms: int | None = None) -> common_pb2.Coverage:
+    """``start_ms`` None means "from the first stored bar": the window is then whatever is stored.
+    ``until_ms``: no bar can exist from then on (now), so a window reaching past it expects none there."""
     step = interval_ms(interval)
     out = common_pb2.Coverage(requested_end=to_timestamp(end_ms), bars=bars)
     if start_ms is not None:
@@ -36,7 +37,8 @@ def coverage_pb(start_ms: int | None, end_ms: int, first_ms: int | None, last_ms
         out.first_bar.CopyFrom(to_timestamp(first_ms))
         out.last_bar.CopyFrom(to_timestamp(last_ms))
     begin = start_ms if start_ms is not None else first_ms
-    expected = 0 if begin is None else max(0, -(-(end_ms - begin) // step))
+    end = end_ms if until_ms is None else min(end_ms, until_ms)
+    expected = 0 if begin is None else max(0, -(-(end - begin) // step))
     out.expected_bars = expected
     out.fraction = min(1.0, bars / expected) if expected else 0.0
     return out

@@ -1,40 +1,68 @@
-"""Core service: risk analytics over stored series, with a result cache keyed by data version."""
+"""Core service: risk analytics over stored series.
+
+Every RPC: check the request (no I/O), resolve its window against the stored series (asking
+Fetch for what the store lacks), look the answer up in the bounded result cache under the exact
+stamps of the series involved, else read just that window and compute in a worker thread.
+Coverage and freshness are set on every answer as it leaves, so a cached answer's age is current.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import redis.asyncio as aioredis
-from prometheus_client import Counter
+from prometheus_client import Gauge
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
-from services.common.bars import find_gaps
 from services.common.config import ServiceSettings, positive, setting
-from services.common.convert import from_timestamp, gaps_to_pb, now_ms, to_timestamp
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.common.intervals import (DAY_MS, check_interval, check_symbol, interval_ms, periods_per_year,
-                                       resolve_window)
+from services.common.convert import now_ms
+from services.common.errors import InvalidArgument, FailedPrecondition, NotFound, Unavailable
+from services.common.freshness import coverage_pb, freshness_pb
+from services.common.intervals import Window
+from services.common.limits import MAX_PAGE_BARS, MAX_WINDOW_BARS
+from services.common.series import Series, SeriesSource, SeriesState
 from services.common.store import PriceStore
-from services.common import analytics
-from services.common.series import Series, SeriesSource
+from services.core import answers, windows
+from services.core.result_cache import ResultCache, request_digest
+from services.core.windows import WindowSpec
 
 SERVICE_NAME = "cryptolens.v1.CoreService"
-CACHE_PREFIX = "cl:v1:cache"
+MB = 1024 * 1024
+MAX_SYMBOLS = 50  # per GetCorrelation / GetPortfolioRisk request
 
-CACHE_LOOKUPS = Counter("cryptolens_core_cache_total", "Result cache lookups", ["method", "result"])
+SERIES_CACHE_BYTES = Gauge("cryptolens_core_series_cache_bytes", "Bytes of decoded price arrays held in memory")
 
 
 @dataclass
 class CoreSettings(ServiceSettings):
     benchmark: str = setting("BTC-USD", "default benchmark symbol for beta")
-    cache_ttl_s: int = setting(3600, "seconds a cached result lives (it is also keyed by data version)", positive)
     fetch_timeout_s: float = setting(30.0, "deadline of fetch-through calls to the Fetch service", positive)
-    series_cache_mb: int = setting(256, "memory for decoded price arrays, in MB", positive)
+    series_cache_mb: int = setting(128, "memory for decoded price arrays, in MB", positive)
+    result_cache_mb: int = setting(32, "memory for cached answers, in MB", positive)
+    compute_threads: int = setting(2, "worker threads for analytics (off the event loop)", positive)
 
     service_name = "core"
+
+
+def _fetch_from(window: Window, now: int) -> int | None:
+    """The start to ask Fetch for: a window that starts in the future has nothing to fetch."""
+    return window.start_ms if window.start_ms is not None and window.start_ms < now else None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One series as an answer uses it: its state, the resolved window and the bars in it."""
+
+    state: SeriesState
+    window: Window
+    series: Series | None = None
+    ts: np.ndarray | None = None
+    close: np.ndarray | None = None
 
 
 class CoreService(core_pb2_grpc.CoreServiceServicer):
@@ -44,7 +72,9 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         self.settings = settings
         self.redis = redis
         self.series = SeriesSource(PriceStore(redis), settings.fetch_addr, settings.fetch_timeout_s,
-                                   settings.series_cache_mb * 1024 * 1024)
+                                   settings.series_cache_mb * MB)
+        self.results = ResultCache(settings.result_cache_mb * MB)
+        self._pool = ThreadPoolExecutor(settings.compute_threads, thread_name_prefix="core-compute")
 
     def register(self, server) -> None:
         core_pb2_grpc.add_CoreServiceServicer_to_server(self, server)
@@ -53,171 +83,191 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         pass
 
     async def stop(self) -> None:
+        # The worker threads are left to interpreter exit: calls still draining may need them.
         await self.series.close()
 
     async def on_redis(self, up: bool) -> None:
         pass
 
     # --- helpers -------------------------------------------------------------------------
-    def _interval(self, request) -> str:
-        return check_interval(request.interval or self.settings.interval)
+    async def _compute(self, fn, *args):
+        """Run CPU-heavy work in a worker thread. A client that cancels or runs out of deadline cancels
+        this await: queued work is dropped and nothing after it runs."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args))
 
-    @staticmethod
-    def _window(request, series: Series):
-        start, end = from_timestamp(request, "start"), from_timestamp(request, "end")
-        latest = int(series.ts[-1]) if len(series.ts) else None
-        return resolve_window(request.lookback, start, end, now_ms(), latest)
+    async def _resolve(self, symbol: str, spec: WindowSpec, now: int) -> Loaded:
+        """The window against the stored series; Fetch is asked first for a series the store lacks or
+        for the start of a window the store does not reach back to."""
+        state = await self.series.state(symbol, spec.interval)
+        window = spec.resolve(state.info.last_ms if state else None, now)
+        state = await self.series.ensure(symbol, spec.interval, _fetch_from(window, now), state)
+        return Loaded(state, spec.resolve(state.info.last_ms, now))
 
-    async def _load(self, symbol: str, interval: str, request) -> tuple[Series, np.ndarray, np.ndarray]:
-        start = from_timestamp(request, "start")
-        series = await self.series.get(symbol, interval, start)
-        window = self._window(request, series)
+    async def _read(self, symbol: str, spec: WindowSpec, loaded: Loaded) -> Loaded:
+        window = loaded.window
+        series = await self.series.get(symbol, spec.interval, window.start_ms, end_ms=window.end_ms,
+                                       state=loaded.state)
+        SERIES_CACHE_BYTES.set(self.series.cached_bytes)
         ts, close = series.window(window.start_ms, window.end_ms)
-        return series, ts, close
+        return Loaded(loaded.state, window, series, ts, close)
 
-    async def _cached(self, method: str, key: str, response_cls):
-        raw = await self.redis.get(key)
-        CACHE_LOOKUPS.labels(method, "hit" if raw else "miss").inc()
-        return response_cls.FromString(raw) if raw else None
+    def _coverage(self, loaded: Loaded, interval: str, first_ms, last_ms, bars: int, now: int):
+        info = loaded.state.info
+        newest_end = info.last_ms + 1 if info.last_ms is not None else now
+        end = loaded.window.end_ms if loaded.window.end_ms is not None else newest_end
+        return coverage_pb(loaded.window.start_ms, end, first_ms, last_ms, bars, interval,
+                           until_ms=max(newest_end, now))
 
-    async def _store(self, key: str, response) -> None:
-        await self.redis.set(key, response.SerializeToString(), ex=self.settings.cache_ttl_s)
+    def _freshness(self, loaded: Loaded, interval: str, now: int):
+        return freshness_pb(loaded.state.info.last_ms, interval, self.settings.stale_after_bars, now)
+
+    async def _benchmark(self, benchmark: str, symbol: str, interval: str, fetch_from: int | None
+                         ) -> SeriesState | None:
+        if benchmark == symbol:
+            return None
+        try:
+            return await self.series.ensure(benchmark, interval, fetch_from)
+        except (NotFound, Unavailable):
+            return None  # no benchmark data: beta stays unset
 
     @staticmethod
-    def _cache_key(method: str, request, *versions: int) -> str:
-        digest = hashlib.sha1(request.SerializeToString(deterministic=True)).hexdigest()[:16]
-        return f"{CACHE_PREFIX}:{method}:{':'.join(map(str, versions))}:{digest}"
+    def _fresh_read(*loaded: Loaded) -> bool:
+        """True when every series read is exactly the state the cache key was made from."""
+        return all(x.series.stamp == x.state.stamp for x in loaded)
 
     # --- RPCs ----------------------------------------------------------------------------
     async def GetStats(self, request, context):
-        symbol, interval = check_symbol(request.symbol), self._interval(request)
+        now = now_ms()
+        symbol = windows.symbol(request.symbol)
+        interval = windows.interval(request.interval, self.settings.interval)
         rf = request.risk_free_rate
         if not math.isfinite(rf) or rf <= -1:
-            raise InvalidArgument("risk_free_rate", f"{rf} is not an annual rate above -1 (0.04 means 4 %)")
-        benchmark = check_symbol(request.benchmark or self.settings.benchmark, "benchmark")
-        version = await self.series.version(symbol, interval, from_timestamp(request, "start"))
-        bench_version = 0
-        if benchmark != symbol:
-            try:
-                bench_version = await self.series.version(benchmark, interval)
-            except NotFound:
-                bench_version = -1  # no benchmark data: beta stays unset
-        key = self._cache_key("stats", request, version, bench_version)
-        cached = await self._cached("GetStats", key, core_pb2.GetStatsResponse)
-        if cached is not None:
-            cached.cached = True
-            return cached
+            raise InvalidArgument("risk_free_rate", f"{rf:.6g} is not an annual rate above -1 (0.04 means 4 %)")
+        benchmark = windows.symbol(request.benchmark or self.settings.benchmark, "benchmark")
+        spec = WindowSpec.parse(request, interval, now)
 
-        series, ts, close = await self._load(symbol, interval, request)
-        if len(ts) < 2:
-            raise FailedPrecondition(f"{symbol} {interval} has {len(ts)} bar(s) in the window; need at least 2")
-        ppy = periods_per_year(interval)
-        bench_ts = bench_close = None
-        if bench_version > 0:
-            bench = await self.series.get(benchmark, interval)
-            bench_ts, bench_close = bench.window(int(ts[0]), int(ts[-1]) + 1)
-        stats = analytics.compute_stats(ts, close, ppy, rf, bench_ts, bench_close)
-        response = core_pb2.GetStatsResponse(
-            symbol=symbol, interval=interval, periods_per_year=ppy, data_version=series.version,
-            source=series.source, as_of=to_timestamp(now_ms()), benchmark=benchmark if bench_version > 0 else "",
-            start=to_timestamp(ts[0]), end=to_timestamp(ts[-1]), count=int(stats["count"]),
-            gaps=gaps_to_pb(find_gaps(ts, interval_ms(interval)), interval_ms(interval)))
-        for name in ("first", "last", "mean", "min", "max", "change", "volatility", "annualized_volatility",
-                     "max_drawdown", "current_drawdown", "sharpe", "sortino", "downside_deviation", "var_95",
-                     "cvar_95", "beta", "worst_return", "best_return"):
-            value = stats.get(name)
-            if value is not None and math.isfinite(value):
-                setattr(response, name, float(value))
-        for name, field in (("max_drawdown_ts", "max_drawdown_time"), ("worst_return_ts", "worst_return_time")):
-            if stats.get(name) is not None:
-                getattr(response, field).CopyFrom(to_timestamp(stats[name]))
-        await self._store(key, response)
+        loaded = await self._resolve(symbol, spec, now)
+        spec.check_stored(loaded.window, [loaded.state.info])
+        bench_state = await self._benchmark(benchmark, symbol, interval, _fetch_from(loaded.window, now))
+        key = ("GetStats", loaded.state.stamp, bench_state.stamp if bench_state else None, loaded.window,
+               request_digest(request))
+        raw = self.results.get("GetStats", key)
+        if raw is not None:
+            response = core_pb2.GetStatsResponse.FromString(raw)
+            response.cached = True
+        else:
+            loaded = await self._read(symbol, spec, loaded)
+            if len(loaded.ts) < 2:
+                raise FailedPrecondition(f"{symbol} {interval} has {len(loaded.ts)} bar(s) in the window; "
+                                         "need at least 2")
+            bench_ts = bench_close = None
+            bench = None
+            if bench_state is not None:
+                bench_window = Window(int(loaded.ts[0]), int(loaded.ts[-1]) + 1)
+                bench = await self._read(benchmark, spec, Loaded(bench_state, bench_window))
+                bench_ts, bench_close = bench.ts, bench.close
+            response = await self._compute(
+                answers.stats, symbol, interval, loaded.ts, loaded.close, rf, benchmark if bench_state else "",
+                bench_ts, bench_close, loaded.series.version, loaded.series.source)
+            if self._fresh_read(loaded, *([bench] if bench else [])):
+                self.results.put(key, response.SerializeToString())
+        first = response.start.ToMilliseconds() if response.HasField("start") else None
+        last = response.end.ToMilliseconds() if response.HasField("end") else None
+        response.coverage.CopyFrom(self._coverage(loaded, interval, first, last, response.count, now))
+        response.freshness.CopyFrom(self._freshness(loaded, interval, now))
         return response
 
     async def GetTimeseries(self, request, context):
-        symbol, interval = check_symbol(request.symbol), self._interval(request)
+        now = now_ms()
+        symbol = windows.symbol(request.symbol)
+        interval = windows.interval(request.interval, self.settings.interval)
         if request.max_points < 0 or request.rolling_window < 0:
             raise InvalidArgument("max_points" if request.max_points < 0 else "rolling_window", "must not be negative")
         max_points = request.max_points or 1000
-        if max_points < 2:
-            raise InvalidArgument("max_points", "must be at least 2")
-        version = await self.series.version(symbol, interval, from_timestamp(request, "start"))
-        key = self._cache_key("ts", request, version)
-        cached = await self._cached("GetTimeseries", key, core_pb2.GetTimeseriesResponse)
-        if cached is not None:
-            return cached
-        series, ts, close = await self._load(symbol, interval, request)
-        if len(ts) == 0:
-            raise FailedPrecondition(f"{symbol} {interval} has no bars in the window")
-        # Default rolling window: one day of bars (30 days on daily bars).
-        window = request.rolling_window or (30 if interval == "1d" else DAY_MS // interval_ms(interval))
-        drawdown = analytics.drawdown_series(close)
-        rolling = analytics.rolling_annualized_volatility(close, window, periods_per_year(interval))
-        keep = analytics.downsample(ts, close, max_points)
-        points = [core_pb2.TimeseriesPoint(time=to_timestamp(t), close=c, drawdown=d,
-                                           rolling_volatility=None if math.isnan(v) else v)
-                  for t, c, d, v in zip(ts[keep].tolist(), close[keep].tolist(), drawdown[keep].tolist(),
-                                        rolling[keep].tolist())]
-        response = core_pb2.GetTimeseriesResponse(symbol=symbol, interval=interval, points=points,
-                                                  total_points=len(ts), data_version=series.version,
-                                                  source=series.source)
-        await self._store(key, response)
+        if not 2 <= max_points <= MAX_PAGE_BARS:
+            raise InvalidArgument("max_points", f"must be between 2 and MAX_PAGE_BARS = {MAX_PAGE_BARS:,}")
+        if request.rolling_window > MAX_WINDOW_BARS:
+            raise InvalidArgument("rolling_window", f"must be at most MAX_WINDOW_BARS = {MAX_WINDOW_BARS:,}")
+        spec = WindowSpec.parse(request, interval, now)
+
+        loaded = await self._resolve(symbol, spec, now)
+        spec.check_stored(loaded.window, [loaded.state.info])
+        key = ("GetTimeseries", loaded.state.stamp, loaded.window, request_digest(request))
+        raw = self.results.get("GetTimeseries", key)
+        if raw is not None:
+            response = core_pb2.GetTimeseriesResponse.FromString(raw)
+        else:
+            loaded = await self._read(symbol, spec, loaded)
+            if len(loaded.ts) == 0:
+                raise FailedPrecondition(f"{symbol} {interval} has no bars in the window")
+            response = await self._compute(answers.timeseries, symbol, interval, loaded.ts, loaded.close,
+                                           max_points, request.rolling_window, loaded.series.version,
+                                           loaded.series.source)
+            if self._fresh_read(loaded):
+                self.results.put(key, response.SerializeToString())
+        points = response.points
+        first = points[0].time.ToMilliseconds() if points else None
+        last = points[-1].time.ToMilliseconds() if points else None
+        response.coverage.CopyFrom(self._coverage(loaded, interval, first, last, response.total_points, now))
+        response.freshness.CopyFrom(self._freshness(loaded, interval, now))
         return response
 
-    async def _aligned(self, symbols: list[str], interval: str, request) -> list[tuple[np.ndarray, np.ndarray]]:
-        out = []
-        for symbol in symbols:
-            _, ts, close = await self._load(symbol, interval, request)
-            out.append((ts, close))
-        return out
+    async def _load_all(self, symbols: list[str], spec: WindowSpec, now: int) -> list[Loaded]:
+        resolved = [await self._resolve(symbol, spec, now) for symbol in symbols]
+        spec.check_stored(resolved[0].window, [x.state.info for x in resolved])
+        return [await self._read(symbol, spec, x) for symbol, x in zip(symbols, resolved)]
+
+    def _per_symbol(self, response, symbols: list[str], loaded: list[Loaded], interval: str, now: int) -> None:
+        for symbol, x in zip(symbols, loaded):
+            first, last = (int(x.ts[0]), int(x.ts[-1])) if len(x.ts) else (None, None)
+            response.coverage[symbol].CopyFrom(self._coverage(x, interval, first, last, len(x.ts), now))
+            response.freshness[symbol].CopyFrom(self._freshness(x, interval, now))
+
+    @staticmethod
+    def _symbols(values, field: str) -> list[str]:
+        if len(values) > MAX_SYMBOLS:
+            raise InvalidArgument(field, f"at most {MAX_SYMBOLS} symbols per request")
+        symbols = [windows.symbol(s, field) for s in values]
+        if len(set(symbols)) != len(symbols):
+            raise InvalidArgument(field, "each symbol may appear only once")
+        return symbols
 
     async def GetCorrelation(self, request, context):
-        symbols = [check_symbol(s, "symbols") for s in request.symbols]
+        now = now_ms()
+        symbols = self._symbols(request.symbols, "symbols")
         if len(symbols) < 2:
             raise InvalidArgument("symbols", "give at least two symbols")
-        if len(set(symbols)) != len(symbols):
-            raise InvalidArgument("symbols", "each symbol may appear only once")
-        interval = self._interval(request)
+        interval = windows.interval(request.interval, self.settings.interval)
+        if request.method not in core_pb2.CorrelationMethod.values():
+            raise InvalidArgument("method", f"{request.method} is not a CorrelationMethod")
         method = request.method or core_pb2.CORRELATION_METHOD_PEARSON
-        series = await self._aligned(symbols, interval, request)
-        try:
-            matrix, count = analytics.correlation_matrix(
-                series, "spearman" if method == core_pb2.CORRELATION_METHOD_SPEARMAN else "pearson")
-        except ValueError as exc:
-            raise FailedPrecondition(str(exc)) from None
-        return core_pb2.GetCorrelationResponse(
-            symbols=symbols, count=count, method=method,
-            rows=[core_pb2.CorrelationRow(values=[float(v) for v in row]) for row in matrix])
+        spec = WindowSpec.parse(request, interval, now, symbols=len(symbols))
+        loaded = await self._load_all(symbols, spec, now)
+        response = await self._compute(answers.correlation, symbols, [(x.ts, x.close) for x in loaded], method)
+        self._per_symbol(response, symbols, loaded, interval, now)
+        return response
 
     async def GetPortfolioRisk(self, request, context):
+        now = now_ms()
         if not request.holdings:
             raise InvalidArgument("holdings", "give at least one holding")
-        symbols = [check_symbol(h.symbol, "holdings.symbol") for h in request.holdings]
-        if len(set(symbols)) != len(symbols):
-            raise InvalidArgument("holdings.symbol", "each symbol may appear only once")
+        symbols = self._symbols([h.symbol for h in request.holdings], "holdings.symbol")
         weights = np.array([h.weight for h in request.holdings], dtype=float)
         if not np.all(np.isfinite(weights)) or np.any(weights < 0):
             raise InvalidArgument("holdings.weight", "weights must be finite and non-negative (no short positions)")
         total = float(weights.sum())
+        if not math.isfinite(total):
+            raise InvalidArgument("holdings.weight", "weights are too large to add up")
         if total <= 0:
             raise InvalidArgument("holdings.weight", "weights must not all be zero")
         if abs(total - 1.0) > 1e-6:
             if not request.normalize:
                 raise InvalidArgument("holdings.weight", f"weights sum to {total:g}, not 1; set normalize to rescale")
             weights = weights / total
-        interval = self._interval(request)
-        series = await self._aligned(symbols, interval, request)
-        try:
-            risk = analytics.portfolio_risk(series, weights, periods_per_year(interval))
-        except ValueError as exc:
-            raise FailedPrecondition(str(exc)) from None
-        response = core_pb2.GetPortfolioRiskResponse(count=int(risk.get("count", 0)),
-                                                     periods_per_year=periods_per_year(interval))
-        for name in ("volatility", "annualized_volatility", "var_95", "cvar_95", "max_drawdown", "expected_return"):
-            value = risk.get(name)
-            if value is not None and math.isfinite(value):
-                setattr(response, name, float(value))
-        for symbol, contribution in zip(symbols, risk["contributions"]):
-            response.contributions.add(symbol=symbol, **{k: float(contribution[k]) for k in
-                                                          ("weight", "marginal", "contribution", "contribution_pct")})
+        interval = windows.interval(request.interval, self.settings.interval)
+        spec = WindowSpec.parse(request, interval, now, symbols=len(symbols))
+        loaded = await self._load_all(symbols, spec, now)
+        response = await self._compute(answers.portfolio_risk, symbols, [(x.ts, x.close) for x in loaded], weights,
+                                       interval)
+        self._per_symbol(response, symbols, loaded, interval, now)
         return response

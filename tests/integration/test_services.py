@@ -82,7 +82,7 @@ def test_too_few_bars_is_failed_precondition(core):
 
 
 def test_timeseries_downsampled_with_extremes(core):
-    full = core.GetTimeseries(core_pb2.GetTimeseriesRequest(symbol="SOL-USD", lookback="30d", max_points=100000),
+    full = core.GetTimeseries(core_pb2.GetTimeseriesRequest(symbol="SOL-USD", lookback="30d", max_points=10000),
                               timeout=60)
     small = core.GetTimeseries(core_pb2.GetTimeseriesRequest(symbol="SOL-USD", lookback="30d", max_points=50),
                                timeout=60)

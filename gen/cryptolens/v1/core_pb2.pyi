@@ -39,7 +39,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., lookback: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., risk_free_rate: _Optional[float] = ..., benchmark: _Optional[str] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("symbol", "interval", "count", "first", "last", "mean", "min", "max", "change", "volatility", "annualized_volatility", "max_drawdown", "current_drawdown", "sharpe", "sortino", "downside_deviation", "var_95", "cvar_95", "beta", "periods_per_year", "start", "end", "gaps", "data_version", "as_of", "source", "cached", "max_drawdown_time", "worst_return", "worst_return_time", "best_return", "benchmark")
+    __slots__ = ("symbol", "interval", "count", "first", "last", "mean", "min", "max", "change", "volatility", "annualized_volatility", "max_drawdown", "current_drawdown", "sharpe", "sortino", "downside_deviation", "var_95", "cvar_95", "beta", "periods_per_year", "start", "end", "gaps", "data_version", "as_of", "source", "cached", "max_drawdown_time", "worst_return", "worst_return_time", "best_return", "benchmark", "coverage", "freshness")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,8 @@ class GetStatsResponse(_message.Message):
     WORST_RETURN_TIME_FIELD_NUMBER: _ClassVar[int]
     BEST_RETURN_FIELD_NUMBER: _ClassVar[int]
     BENCHMARK_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    FRESHNESS_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     interval: str
     count: int
@@ -104,7 +106,9 @@ class GetStatsResponse(_message.Message):
     worst_return_time: _timestamp_pb2.Timestamp
     best_return: float
     benchmark: str
-    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., count: _Optional[int] = ..., first: _Optional[float] = ..., last: _Optional[float] = ..., mean: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., change: _Optional[float] = ..., volatility: _Optional[float] = ..., annualized_volatility: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., current_drawdown: _Optional[float] = ..., sharpe: _Optional[float] = ..., sortino: _Optional[float] = ..., downside_deviation: _Optional[float] = ..., var_95: _Optional[float] = ..., cvar_95: _Optional[float] = ..., beta: _Optional[float] = ..., periods_per_year: _Optional[float] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gaps: _Optional[_Iterable[_Union[_common_pb2.Gap, _Mapping]]] = ..., data_version: _Optional[int] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., cached: _Optional[bool] = ..., max_drawdown_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worst_return: _Optional[float] = ..., worst_return_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., best_return: _Optional[float] = ..., benchmark: _Optional[str] = ...) -> None: ...
+    coverage: _common_pb2.Coverage
+    freshness: _common_pb2.Freshness
+    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., count: _Optional[int] = ..., first: _Optional[float] = ..., last: _Optional[float] = ..., mean: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., change: _Optional[float] = ..., volatility: _Optional[float] = ..., annualized_volatility: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., current_drawdown: _Optional[float] = ..., sharpe: _Optional[float] = ..., sortino: _Optional[float] = ..., downside_deviation: _Optional[float] = ..., var_95: _Optional[float] = ..., cvar_95: _Optional[float] = ..., beta: _Optional[float] = ..., periods_per_year: _Optional[float] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gaps: _Optional[_Iterable[_Union[_common_pb2.Gap, _Mapping]]] = ..., data_version: _Optional[int] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., cached: _Optional[bool] = ..., max_drawdown_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worst_return: _Optional[float] = ..., worst_return_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., best_return: _Optional[float] = ..., benchmark: _Optional[str] = ..., coverage: _Optional[_Union[_common_pb2.Coverage, _Mapping]] = ..., freshness: _Optional[_Union[_common_pb2.Freshness, _Mapping]] = ...) -> None: ...
 
 class GetTimeseriesRequest(_message.Message):
     __slots__ = ("symbol", "interval", "lookback", "start", "end", "max_points", "rolling_window")
@@ -137,20 +141,24 @@ class TimeseriesPoint(_message.Message):
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., close: _Optional[float] = ..., drawdown: _Optional[float] = ..., rolling_volatility: _Optional[float] = ...) -> None: ...
 
 class GetTimeseriesResponse(_message.Message):
-    __slots__ = ("symbol", "interval", "points", "total_points", "data_version", "source")
+    __slots__ = ("symbol", "interval", "points", "total_points", "data_version", "source", "coverage", "freshness")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_POINTS_FIELD_NUMBER: _ClassVar[int]
     DATA_VERSION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    FRESHNESS_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     interval: str
     points: _containers.RepeatedCompositeFieldContainer[TimeseriesPoint]
     total_points: int
     data_version: int
     source: str
-    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., points: _Optional[_Iterable[_Union[TimeseriesPoint, _Mapping]]] = ..., total_points: _Optional[int] = ..., data_version: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+    coverage: _common_pb2.Coverage
+    freshness: _common_pb2.Freshness
+    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., points: _Optional[_Iterable[_Union[TimeseriesPoint, _Mapping]]] = ..., total_points: _Optional[int] = ..., data_version: _Optional[int] = ..., source: _Optional[str] = ..., coverage: _Optional[_Union[_common_pb2.Coverage, _Mapping]] = ..., freshness: _Optional[_Union[_common_pb2.Freshness, _Mapping]] = ...) -> None: ...
 
 class GetCorrelationRequest(_message.Message):
     __slots__ = ("symbols", "interval", "lookback", "start", "end", "method")
@@ -175,16 +183,34 @@ class CorrelationRow(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GetCorrelationResponse(_message.Message):
-    __slots__ = ("symbols", "rows", "count", "method")
+    __slots__ = ("symbols", "rows", "count", "method", "coverage", "freshness")
+    class CoverageEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.Coverage
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.Coverage, _Mapping]] = ...) -> None: ...
+    class FreshnessEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.Freshness
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.Freshness, _Mapping]] = ...) -> None: ...
     SYMBOLS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    FRESHNESS_FIELD_NUMBER: _ClassVar[int]
     symbols: _containers.RepeatedScalarFieldContainer[str]
     rows: _containers.RepeatedCompositeFieldContainer[CorrelationRow]
     count: int
     method: CorrelationMethod
-    def __init__(self, symbols: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[CorrelationRow, _Mapping]]] = ..., count: _Optional[int] = ..., method: _Optional[_Union[CorrelationMethod, str]] = ...) -> None: ...
+    coverage: _containers.MessageMap[str, _common_pb2.Coverage]
+    freshness: _containers.MessageMap[str, _common_pb2.Freshness]
+    def __init__(self, symbols: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[CorrelationRow, _Mapping]]] = ..., count: _Optional[int] = ..., method: _Optional[_Union[CorrelationMethod, str]] = ..., coverage: _Optional[_Mapping[str, _common_pb2.Coverage]] = ..., freshness: _Optional[_Mapping[str, _common_pb2.Freshness]] = ...) -> None: ...
 
 class Holding(_message.Message):
     __slots__ = ("symbol", "weight")
@@ -225,7 +251,21 @@ class RiskContribution(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., weight: _Optional[float] = ..., marginal: _Optional[float] = ..., contribution: _Optional[float] = ..., contribution_pct: _Optional[float] = ...) -> None: ...
 
 class GetPortfolioRiskResponse(_message.Message):
-    __slots__ = ("volatility", "annualized_volatility", "var_95", "cvar_95", "max_drawdown", "expected_return", "contributions", "count", "periods_per_year")
+    __slots__ = ("volatility", "annualized_volatility", "var_95", "cvar_95", "max_drawdown", "expected_return", "contributions", "count", "periods_per_year", "coverage", "freshness")
+    class CoverageEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.Coverage
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.Coverage, _Mapping]] = ...) -> None: ...
+    class FreshnessEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.Freshness
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.Freshness, _Mapping]] = ...) -> None: ...
     VOLATILITY_FIELD_NUMBER: _ClassVar[int]
     ANNUALIZED_VOLATILITY_FIELD_NUMBER: _ClassVar[int]
     VAR_95_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +275,8 @@ class GetPortfolioRiskResponse(_message.Message):
     CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     PERIODS_PER_YEAR_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    FRESHNESS_FIELD_NUMBER: _ClassVar[int]
     volatility: float
     annualized_volatility: float
     var_95: float
@@ -244,4 +286,6 @@ class GetPortfolioRiskResponse(_message.Message):
     contributions: _containers.RepeatedCompositeFieldContainer[RiskContribution]
     count: int
     periods_per_year: float
-    def __init__(self, volatility: _Optional[float] = ..., annualized_volatility: _Optional[float] = ..., var_95: _Optional[float] = ..., cvar_95: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., expected_return: _Optional[float] = ..., contributions: _Optional[_Iterable[_Union[RiskContribution, _Mapping]]] = ..., count: _Optional[int] = ..., periods_per_year: _Optional[float] = ...) -> None: ...
+    coverage: _containers.MessageMap[str, _common_pb2.Coverage]
+    freshness: _containers.MessageMap[str, _common_pb2.Freshness]
+    def __init__(self, volatility: _Optional[float] = ..., annualized_volatility: _Optional[float] = ..., var_95: _Optional[float] = ..., cvar_95: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., expected_return: _Optional[float] = ..., contributions: _Optional[_Iterable[_Union[RiskContribution, _Mapping]]] = ..., count: _Optional[int] = ..., periods_per_year: _Optional[float] = ..., coverage: _Optional[_Mapping[str, _common_pb2.Coverage]] = ..., freshness: _Optional[_Mapping[str, _common_pb2.Freshness]] = ...) -> None: ...

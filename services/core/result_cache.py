@@ -1,0 +1,49 @@
+"""Core's result cache: serialized answers in process memory, least recently used first out,
+bounded in bytes. Keys hold the exact stamps of every series an answer was computed from (see
+docs/caching.md), so an entry can only be found while its data are exactly what they were."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+
+from prometheus_client import Counter, Gauge
+
+CACHE_LOOKUPS = Counter("cryptolens_core_cache_total", "Result cache lookups", ["method", "result"])
+CACHE_BYTES = Gauge("cryptolens_core_cache_bytes", "Bytes held by the result cache (answers and keys)")
+CACHE_ENTRIES = Gauge("cryptolens_core_cache_entries", "Answers held by the result cache")
+
+_ENTRY_OVERHEAD = 200  # the key tuple and dict slot, roughly
+
+
+def request_digest(request) -> str:
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()[:32]
+
+
+class ResultCache:
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, bytes] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, method: str, key: tuple) -> bytes | None:
+        raw = self._entries.get(key)
+        CACHE_LOOKUPS.labels(method, "hit" if raw is not None else "miss").inc()
+        if raw is not None:
+            self._entries.move_to_end(key)
+        return raw
+
+    def put(self, key: tuple, raw: bytes) -> None:
+        size = len(raw) + _ENTRY_OVERHEAD
+        if size > self.max_bytes:
+            return  # bigger than the whole budget: not worth evicting everything for
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old) + _ENTRY_OVERHEAD
+        self._entries[key] = raw
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, dropped = self._entries.popitem(last=False)
+            self.bytes -= len(dropped) + _ENTRY_OVERHEAD
+        CACHE_BYTES.set(self.bytes)
+        CACHE_ENTRIES.set(len(self._entries))
