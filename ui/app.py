@@ -6,14 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from ui.client import CryptoLensClient, ServiceError
+from ui.present import badge, default_interval, freshness_line, num, pct, price
 
 WINDOWS = ["24h", "7d", "30d", "90d", "1y", "5y", "10y"]
 INTERVALS = ["1m", "5m", "15m", "1h", "4h", "1d"]
-BADGE = {"OK": ("#1b7f4b", "#e8f5ee"), "WARNING": ("#8a5a00", "#fdf3dc"), "ALERT": ("#a3262b", "#fbe7e8"),
-         "PENDING": ("#555", "#f0f0f0"), "RECOVERING": ("#8a5a00", "#fdf3dc"), "NO_DATA": ("#555", "#eeeeee"),
-         "ERROR": ("#a3262b", "#fbe7e8")}
-AMBER = "#b26a00"
-
 st.set_page_config(page_title="CryptoLens", page_icon="◎", layout="wide")
 st.markdown("<style>div[data-testid='stMetricValue']{font-size:1.55rem} .block-container{padding-top:2rem}"
             "</style>", unsafe_allow_html=True)
@@ -58,55 +54,6 @@ def load_correlation(service_addrs: tuple, symbols: tuple[str, ...], interval: s
 @st.cache_data(ttl=10, show_spinner=False)
 def load_alerts(service_addrs: tuple) -> dict:
     return client().alerts()
-
-
-def pct(value, digits: int = 1) -> str:
-    return "—" if value is None else f"{value * 100:.{digits}f} %"
-
-
-def num(value, digits: int = 2) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
-
-
-def price(value) -> str:
-    if value is None:
-        return "—"
-    return f"{value:,.2f}" if value >= 1 else f"{value:.6g}"
-
-
-def age(seconds: float) -> str:
-    """'4 s', '12 min', '3 h', '5 days': how long ago the newest bar closed."""
-    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds / size:.0f} {unit}"
-    return f"{seconds:.0f} s"
-
-
-def freshness_line(symbol: str, s: dict) -> str:
-    """The newest bar's age beside the numbers; amber when the series is stale; coverage when partial."""
-    fresh = s.get("freshness", {})
-    newest = fresh.get("newest_bar", "")
-    text = f"{symbol}: newest bar {newest.replace('T', ' ').replace('Z', ' UTC')}, updated {age(fresh.get('age_seconds', 0))} ago"
-    if fresh.get("stale"):
-        text = f"<span style='color:{AMBER};font-weight:600'>{text} — stale</span>"
-    cover = s.get("coverage", {})
-    if cover and cover.get("fraction", 1) < 0.999:
-        text += (f" · the window holds {int(cover.get('bars', 0)):,} of {int(cover.get('expected_bars', 0)):,} bars "
-                 f"({cover.get('fraction', 0) * 100:.0f} %)")
-    return text
-
-
-def default_interval(series: list[dict]) -> str:
-    """The interval being served: the watched series' interval, else the most common stored one."""
-    watched = [s["interval"] for s in series if s.get("watched")]
-    stored = watched or [s["interval"] for s in series]
-    return max(set(stored), key=stored.count) if stored else "1h"
-
-
-def badge(text: str) -> str:
-    fg, bg = BADGE.get(text, BADGE["PENDING"])
-    return (f"<span style='color:{fg};background:{bg};border-radius:999px;padding:2px 10px;"
-            f"font-size:0.8rem;font-weight:600'>{text}</span>")
 
 
 def main() -> None:

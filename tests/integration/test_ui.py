@@ -40,6 +40,23 @@ def test_page_shows_kpis_from_core(service_env):
     sharpes = [m.value for m in at.metric if m.label == "Sharpe"]
     assert f"{stats['sharpe']:,.2f}" in sharpes
     assert any("Simulated data" in w.value for w in at.warning)
+    # Freshness beside the numbers: the newest bar's time and age, as Core reported them.
+    fresh = " ".join(m.value for m in at.markdown)
+    newest = stats["freshness"]["newest_bar"].replace("T", " ").replace("Z", " UTC")
+    assert f"BTC-USD: newest bar {newest}, updated" in fresh
+    assert ("stale" in fresh) == any(
+        CryptoLensClient.from_env().stats(s, "1h", "30d")["freshness"].get("stale", False)
+        for s in ("BTC-USD", "ETH-USD", "SOL-USD"))
+
+
+def test_page_follows_the_served_interval():
+    from ui.present import default_interval
+
+    series = [{"symbol": "BTC-USD", "interval": "1h"}, {"symbol": "BTC-USD", "interval": "1d", "watched": True},
+              {"symbol": "ETH-USD", "interval": "1h"}]
+    assert default_interval(series) == "1d"  # the watched interval wins over what is stored more often
+    assert default_interval(series[:1] + series[2:]) == "1h"
+    assert default_interval([]) == "1h"
 
 
 def test_page_degrades_when_core_is_down(service_env, monkeypatch):
