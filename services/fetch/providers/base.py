@@ -51,6 +51,11 @@ class Unsupported(ProviderError):
 
 class Provider(abc.ABC):
     name: str = "provider"
+    origin: str = "live"  # what a series it fills is: "live" (an exchange/API), "simulated", "csv"
+
+    def origin_of(self, symbol: str, interval: str) -> str:
+        """The origin recorded for a series this provider serves (one origin per series)."""
+        return self.origin
 
     @abc.abstractmethod
     def supports(self, symbol: str, interval: str) -> bool:
