@@ -76,7 +76,7 @@ class Ingestor:
         if providers and hasattr(providers[0], "extent"):
             return await providers[0].extent(symbol, interval)
         step, now = interval_ms(interval), _now_ms()
-        return (now - history_days * DAY_MS) // step * step, now + step
+        return (now - history_days * DAY_MS) // step * step, now + 1  # every bar that has opened by now
 
     async def fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> tuple[np.ndarray, str]:
         """Bars from the first provider of the series that answers. NOT_FOUND if none knows the pair."""
@@ -99,7 +99,7 @@ class Ingestor:
     async def ingest(self, symbol: str, interval: str, start_ms: int, end_ms: int | None = None) -> IngestResult:
         """Fetch [start_ms, end_ms) and store it, in pieces of PIECE_BARS bars (each stored whole)."""
         step = interval_ms(interval)
-        end_ms = end_ms if end_ms is not None else _now_ms() + step
+        end_ms = end_ms if end_ms is not None else _now_ms() + 1
         if (end_ms - start_ms) // step > MAX_FETCH_BARS:
             raise ResourceExhausted(f"a fetch of {(end_ms - start_ms) // step} {interval} bars exceeds "
                                     f"MAX_FETCH_BARS={MAX_FETCH_BARS}; ask for a shorter window")

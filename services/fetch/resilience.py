@@ -329,7 +329,7 @@ class ResilientProvider(Provider):
                 raise
 
         def note(exc: ProviderError, delay: float) -> None:
-            log.info("retrying provider request",
+            log.debug("retrying provider request",
                      extra={"provider": self.name, "endpoint": endpoint, "error": str(exc), "delay_s": round(delay, 3)})
 
         try:

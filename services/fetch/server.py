@@ -18,7 +18,7 @@ from services.common.bars import find_gaps
 from services.common.config import ServiceSettings, non_negative, positive, setting
 from services.common.convert import bars_to_pb, from_timestamp, gaps_to_pb, now_ms, to_timestamp
 from services.common.csv_bars import CsvError, load_csv, parse_spec
-from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
+from services.common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.common.events import last_id, read_stream
 from services.common.freshness import freshness_pb
 from services.common.intervals import check_interval, check_symbol, interval_ms, resolve_window
@@ -209,7 +209,15 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
         info = await self.store.info(symbol, interval)
         if token is None:
             window = resolve_window(request.lookback, start, end, now, info.last_ms if info else None)
-            await self._bounded(context, self.ensure(symbol, interval, window.start_ms, window.end_ms))
+            try:
+                await self._bounded(context, self.ensure(symbol, interval, window.start_ms, window.end_ms))
+            except Unavailable:
+                if info is None or info.origin != self.ingestor.origin_of(symbol, interval):
+                    raise
+                # Only the older part of the window could not be loaded: answer with the stored bars
+                # (true, just a shorter window); the first bar of the answer says where it starts.
+                log.info("serving stored bars: no provider answered for the older part of the window",
+                         extra={"symbol": symbol, "interval": interval})
             await self.store.mark_used(symbol, interval)
             info = await self.store.info(symbol, interval)
         if info is None:
@@ -264,7 +272,7 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
             if info is None or info.origin != origin:
                 begin, finish = await self.ingestor.full_range(symbol, interval, self.settings.history_days)
                 if start_ms is not None and not origin.startswith("csv:"):
-                    begin, finish = start_ms // step * step, (end_ms if end_ms is not None else now_ms() + step)
+                    begin, finish = start_ms // step * step, (end_ms if end_ms is not None else now_ms() + 1)
                 await self.ingestor.ingest(symbol, interval, begin, finish)
             else:
                 await self.ingestor.ingest(symbol, interval, start_ms // step * step, info.first_ms)
