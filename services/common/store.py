@@ -367,9 +367,6 @@ class PriceStore:
             metas = await pipe.execute()
         return [_info(s, i, m) for (s, i), m in zip(pairs, metas) if m]
 
-    async def symbols(self) -> set[str]:
-        return {m.decode().split("|", 1)[0] for m in await self.redis.smembers(SERIES_SET)}
-
 
 def _info(symbol: str, interval: str, meta: dict[bytes, bytes]) -> SeriesInfo:
     def num(key: bytes) -> int | None:

@@ -301,9 +301,6 @@ class ResilientProvider(Provider):
     def supports(self, symbol: str, interval: str) -> bool:
         return self.inner.supports(symbol, interval)
 
-    def symbols(self) -> list[str]:
-        return self.inner.symbols()
-
     async def close(self) -> None:
         await self.inner.close()
 

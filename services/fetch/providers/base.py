@@ -65,9 +65,5 @@ class Provider(abc.ABC):
     async def fetch_bars(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> np.ndarray:
         """Normalised bars with open time in [start_ms, end_ms)."""
 
-    def symbols(self) -> list[str]:
-        """Symbols this provider knows it can serve without asking (empty = ask per symbol)."""
-        return []
-
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release network resources."""

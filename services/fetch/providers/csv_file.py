@@ -39,9 +39,6 @@ class CsvProvider(Provider):
     def supports(self, symbol: str, interval: str) -> bool:
         return (symbol, interval) in self.files
 
-    def symbols(self) -> list[str]:
-        return sorted({s for s, _ in self.files})
-
     def origin_of(self, symbol: str, interval: str) -> str:
         return f"csv:{self.hashes[(symbol, interval)]}"
 
