@@ -99,7 +99,6 @@ class Scheduler:
             SERIES_AGE.labels(symbol, interval).set(age_ms / 1000)
 
     async def refresh(self, symbol: str, interval: str) -> None:
-        step = interval_ms(interval)
         store = self.ingestor.store
         origin = self.ingestor.origin_of(symbol, interval)
         want_start, want_end = await self.ingestor.full_range(symbol, interval, self.history_days)
@@ -114,8 +113,10 @@ class Scheduler:
                 return  # a file is loaded whole once; it has nothing newer
             if info.first_ms is not None and info.first_ms > want_start:
                 await self.ingestor.ingest(symbol, interval, want_start, info.first_ms)
-            # Incremental: from the newest stored bar (it may have been partial) up to now.
-            await self.ingestor.ingest(symbol, interval, info.last_ms, want_end)
+            # Incremental: from the newest stored bar (it may have been partial) up to now, but never
+            # from further back than the history window (a series someone looked at for an old window
+            # is kept fresh, not back-filled for years; the hole in between is a reported gap).
+            await self.ingestor.ingest(symbol, interval, max(info.last_ms, want_start), want_end)
             await self._repair_gaps(symbol, interval, want_start, want_end)
 
     async def _repair_gaps(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common.csv_bars import content_hash, load_csv, parse_spec
-from services.fetch.providers.base import Provider
+from services.common.csv_bars import CsvError, content_hash, load_csv, parse_spec
+from services.fetch.providers.base import Provider, ProviderError
 
 
 class CsvProvider(Provider):
@@ -47,7 +47,10 @@ class CsvProvider(Provider):
         key = (symbol, interval)
         async with self._lock:
             if key not in self._loaded:
-                result = await asyncio.to_thread(load_csv, self.files[key], interval)
+                try:
+                    result = await asyncio.to_thread(load_csv, self.files[key], interval)
+                except CsvError as exc:  # checked at start, but changed or removed since
+                    raise ProviderError(self.name, str(exc)) from None
                 self._loaded[key] = result.bars
         return self._loaded[key]
 
