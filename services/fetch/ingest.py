@@ -74,7 +74,10 @@ class Ingestor:
         """What a first load covers: a whole file, or the last ``history_days`` up to now."""
         providers = self.providers_for(symbol, interval)
         if providers and hasattr(providers[0], "extent"):
-            return await providers[0].extent(symbol, interval)
+            try:
+                return await providers[0].extent(symbol, interval)
+            except ProviderError as exc:
+                raise Unavailable(str(exc)) from None
         step, now = interval_ms(interval), _now_ms()
         return (now - history_days * DAY_MS) // step * step, now + 1  # every bar that has opened by now
 

@@ -172,3 +172,19 @@ def test_a_bad_file_is_refused_at_start_with_one_line(tmp_path, content, reason)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert str(path) in lines[0] and reason in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_a_file_broken_after_start_is_unavailable_not_internal(redis_server, shared_data, tmp_path):
+    path = tmp_path / "btc.csv"
+    path.write_bytes((shared_data / "prices" / "BTCUSD_1d_kraken.csv").read_bytes())
+    stack = run_fetch(redis_server.url[:-1] + "12", tmp_path / "svc", "--provider", "csv", "--refresh-s", "0",
+                      "--csv-file", f"BTC-USD:1d={path}")
+    try:
+        path.write_bytes(b"timestamp,open,high,low,close,volume\n1,2\n3,4,5,6,7,8,9,10\n")  # ragged now
+        with grpc.insecure_channel(stack["fetch"].addr) as channel:
+            with pytest.raises(grpc.RpcError) as exc:
+                fetch_pb2_grpc.FetchServiceStub(channel).GetBars(
+                    fetch_pb2.GetBarsRequest(symbol="BTC-USD", interval="1d"), timeout=30)
+    finally:
+        stack.stop()
+    assert exc.value.code() == grpc.StatusCode.UNAVAILABLE and "ragged rows" in exc.value.details()
