@@ -52,11 +52,18 @@ class Scheduler:
         self._failing: set[tuple[str, str]] = set()
 
     async def run(self) -> None:
+        failing = False
         while True:
             try:
                 await self.tick()
             except Exception as exc:  # noqa: BLE001 - a bad tick (Redis down) must not end the loop
-                log.warning("refresh tick failed", extra={"error": str(exc)})
+                if not failing:  # one line while it lasts, not one per tick
+                    log.warning("refresh ticks failing; retrying every tick", extra={"error": str(exc)[:300]})
+                failing = True
+            else:
+                if failing:
+                    log.info("refresh ticks work again")
+                failing = False
             await asyncio.sleep(self.refresh_s)
 
     async def targets(self) -> list[tuple[str, str]]:
