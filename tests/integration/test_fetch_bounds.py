@@ -161,3 +161,14 @@ def test_a_year_of_minute_bars_stays_small_and_health_keeps_answering(fetch, stu
     assert len(page.bars) == MAX_PAGE_BARS and page.next_page_token
     assert worst["checks"] > 10 and worst["health_s"] < 0.1
     assert worst["rss_mb"] < 400
+
+
+def test_a_lookback_beyond_what_is_stored_loads_the_missing_range(stub):
+    """Defect 3: `lookback: 1y` on 1d answered the 91 stored bars."""
+    now = int(time.time() * 1000)
+    stub.Backfill(fetch_pb2.BackfillRequest(symbol="XRP-USD", interval="1d", start=ts(now - 90 * DAY)), timeout=60)
+    assert stored(stub)[("XRP-USD", "1d")] <= 91
+    reply = stub.GetBars(fetch_pb2.GetBarsRequest(symbol="XRP-USD", interval="1d", lookback="1y"), timeout=60)
+    times = [b.time.ToMilliseconds() for b in reply.bars]
+    assert len(times) == 365 and all(b - a == DAY for a, b in zip(times, times[1:]))
+    assert not reply.freshness.stale and reply.freshness.stale_after_bars == 3

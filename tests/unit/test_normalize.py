@@ -192,3 +192,12 @@ def test_csv_file_content_hash_names_the_content(tmp_path):
     assert content_hash(a) == content_hash(b)
     b.write_text("timestamp,open,high,low,close,volume\n1,1,1,1,2,1\n")
     assert content_hash(a) != content_hash(b)
+
+
+def test_a_csv_row_in_the_far_future_is_dropped_not_the_newest_bar(tmp_path):
+    path = tmp_path / "future.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n"
+                    "1672531200,1,2,0.5,1.5,10\n1672617600,1,2,0.5,1.5,10\n1672704000,1,2,0.5,1.5,10\n"
+                    "7000000000,1,2,0.5,1.5,10\n")  # 2191-10-26
+    result = load_csv(path, "1d", now_ms=1_700_000_000_000)
+    assert result.bars["ts"][-1] == 1_672_704_000_000 and result.dropped_future == 1
