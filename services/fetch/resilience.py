@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 import numpy as np
 
@@ -31,8 +31,6 @@ from services.fetch.providers.base import (
     Provider,
     ProviderError,
     RateLimited,
-    TemporaryError,
-    Unsupported,
 )
 
 T = TypeVar("T")

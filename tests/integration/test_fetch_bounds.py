@@ -61,7 +61,8 @@ def error_of(call, request, timeout: float = 60) -> grpc.RpcError:
 
 
 def stored(stub) -> dict[tuple[str, str], int]:
-    return {(s.symbol, s.interval): s.count for s in stub.ListSymbols(fetch_pb2.ListSymbolsRequest(), timeout=10).series}
+    listed = stub.ListSymbols(fetch_pb2.ListSymbolsRequest(), timeout=10)
+    return {(s.symbol, s.interval): s.count for s in listed.series}
 
 
 def test_a_bad_window_is_refused_before_any_fetch_through(stub):
@@ -73,7 +74,8 @@ def test_a_bad_window_is_refused_before_any_fetch_through(stub):
                                       end=iso("2199-01-01T00:00:00Z"))
     error = error_of(stub.GetBars, future)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "end" in error.details()
-    error = error_of(stub.GetBars, fetch_pb2.GetBarsRequest(symbol="LINK-USD", interval="1h", page_size=MAX_PAGE_BARS + 1))
+    too_big = fetch_pb2.GetBarsRequest(symbol="LINK-USD", interval="1h", page_size=MAX_PAGE_BARS + 1)
+    error = error_of(stub.GetBars, too_big)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_size" in error.details()
     error = error_of(stub.GetBars, fetch_pb2.GetBarsRequest(symbol="LINK-USD", interval="1h", page_token="x" * 5000))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in error.details()
@@ -85,7 +87,8 @@ def test_a_window_wider_than_the_cap_is_resource_exhausted_at_once(fetch, stub):
     """GetBars start=2010 limit=1 at 1m (Core's fetch-through for GetStats from 2010)."""
     request = fetch_pb2.GetBarsRequest(symbol="BTC-USD", interval="1m", start=iso("2010-01-01T00:00:00Z"), limit=1)
     error = error_of(stub.GetBars, request)
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and f"MAX_WINDOW_BARS={MAX_WINDOW_BARS}" in error.details()
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"MAX_WINDOW_BARS={MAX_WINDOW_BARS}" in error.details()
     error = error_of(stub.GetBars, fetch_pb2.GetBarsRequest(symbol="BTC-USD", interval="1m", lookback="3y"))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert ("BTC-USD", "1m") not in stored(stub)

@@ -75,7 +75,8 @@ def test_live_with_every_provider_dead_is_unavailable_never_simulated(redis_serv
             with pytest.raises(grpc.RpcError) as exc:
                 backfill(stack, "ETH-USD")
             with grpc.insecure_channel(stack["fetch"].addr) as channel:
-                listed = fetch_pb2_grpc.FetchServiceStub(channel).ListSymbols(fetch_pb2.ListSymbolsRequest(), timeout=10)
+                listed = fetch_pb2_grpc.FetchServiceStub(channel).ListSymbols(fetch_pb2.ListSymbolsRequest(),
+                                                                              timeout=10)
         finally:
             stack.stop()
     assert exc.value.code() == grpc.StatusCode.UNAVAILABLE and "binance" in exc.value.details()
@@ -91,7 +92,8 @@ def test_no_fallback_means_unavailable_with_the_reasons(redis_server, tmp_path):
             with pytest.raises(grpc.RpcError) as exc:
                 backfill(stack, "SOL-USD")
             with grpc.insecure_channel(stack["fetch"].addr) as channel:
-                listed = fetch_pb2_grpc.FetchServiceStub(channel).ListSymbols(fetch_pb2.ListSymbolsRequest(), timeout=10)
+                listed = fetch_pb2_grpc.FetchServiceStub(channel).ListSymbols(fetch_pb2.ListSymbolsRequest(),
+                                                                              timeout=10)
             assert "SOL-USD" not in [s.symbol for s in listed.series]  # nothing half-written
         finally:
             stack.stop()

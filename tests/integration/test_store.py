@@ -153,6 +153,6 @@ async def test_every_write_is_logged_in_a_resumable_stream(redis_client):
         if len(seen) == 3:
             break
     assert [v for _, v in seen] == [1, 2, 3]
-    async for entry_id, fields in read_stream(redis_client, UPDATES_LOG, seen[0][0]):  # resume after the first
+    async for _, fields in read_stream(redis_client, UPDATES_LOG, seen[0][0]):  # resume after the first
         assert json.loads(fields["event"])["version"] == 2
         break
