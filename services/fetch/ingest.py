@@ -99,8 +99,12 @@ class Ingestor:
             log.debug("provider failed, trying the next", extra={"provider": provider.name, "error": errors[-1]})
         raise Unavailable(f"every provider failed for {symbol} {interval}: {'; '.join(errors)}")
 
-    async def ingest(self, symbol: str, interval: str, start_ms: int, end_ms: int | None = None) -> IngestResult:
-        """Fetch [start_ms, end_ms) and store it, in pieces of PIECE_BARS bars (each stored whole)."""
+    async def ingest(self, symbol: str, interval: str, start_ms: int, end_ms: int | None = None,
+                     deadline: float | None = None) -> IngestResult:
+        """Fetch [start_ms, end_ms) and store it, in pieces of PIECE_BARS bars (each stored whole).
+
+        ``deadline`` (time.monotonic): no piece starts after it. Callers also cancel on it; this
+        check holds even if a cancellation is lost (asyncio.wait_for can drop one before 3.12)."""
         step = interval_ms(interval)
         end_ms = end_ms if end_ms is not None else _now_ms() + 1
         if (end_ms - start_ms) // step > MAX_FETCH_BARS:
@@ -110,6 +114,8 @@ class Ingestor:
         result = IngestResult()
         piece_start = start_ms
         while piece_start < end_ms:
+            if deadline is not None and time.monotonic() > deadline:
+                raise asyncio.TimeoutError(f"the caller's deadline passed; {result.written} bars stored so far")
             piece_end = min(end_ms, piece_start + PIECE_BARS * step)
             bars, source = await self.fetch(symbol, interval, piece_start, piece_end)
             # One last pass of the shared rules, whatever the provider did: sorted, unique, valid, flagged.

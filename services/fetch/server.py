@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -60,6 +61,19 @@ def _parse_page_token(token: str) -> tuple[int, int | None]:
     if not match:
         raise InvalidArgument("page_token", f"{token[:20]!r} is not a next_page_token from GetBars")
     return int(match.group(1)), int(match.group(2)) if match.group(2) else None
+
+
+def _deadline(context) -> float | None:
+    """The client's deadline on the monotonic clock, or None when it set none."""
+    remaining = context.time_remaining() if context is not None else None
+    return None if remaining is None else time.monotonic() + remaining
+
+
+async def _bounded(deadline: float | None, work):
+    """Run ``work`` within the client's deadline, so a caller that gave up stops the work."""
+    if deadline is None:
+        return await work
+    return await asyncio.wait_for(work, max(deadline - time.monotonic(), 0.001))
 
 
 def _provenance_pb(info: SeriesInfo, first_ms: int | None = None, last_ms: int | None = None):
@@ -187,8 +201,9 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
         self._check_window(interval, start, end, "", now)
         if not self.ingestor.supports(symbol, interval):
             raise NotFound(f"unknown symbol {symbol} at {interval}: no provider serves it")
+        deadline = _deadline(context)
         async with self.ingestor.lock(symbol, interval):
-            result = await self._bounded(context, self.ingestor.ingest(symbol, interval, start, end))
+            result = await _bounded(deadline, self.ingestor.ingest(symbol, interval, start, end, deadline))
         await self.store.mark_used(symbol, interval)
         return fetch_pb2.BackfillResponse(
             symbol=symbol, interval=interval, bars_stored=result.written, source=result.source,
@@ -210,7 +225,8 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
         if token is None:
             window = resolve_window(request.lookback, start, end, now, info.last_ms if info else None)
             try:
-                await self._bounded(context, self.ensure(symbol, interval, window.start_ms, window.end_ms))
+                deadline = _deadline(context)
+                await _bounded(deadline, self.ensure(symbol, interval, window.start_ms, window.end_ms, deadline))
             except Unavailable:
                 if info is None or info.origin != self.ingestor.origin_of(symbol, interval):
                     raise
@@ -241,15 +257,8 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
             next_page_token=_page_token(last + 1, hi) if more else "", freshness=self._freshness(info, interval),
             origin=info.origin, provenance=_provenance_pb(info, first, last) if first is not None else [])
 
-    @staticmethod
-    async def _bounded(context, work):
-        """Run ``work`` within the client's deadline, so a caller that gave up stops the work."""
-        remaining = context.time_remaining() if context is not None else None
-        if remaining is None:
-            return await work
-        return await asyncio.wait_for(work, max(remaining, 0.001))
-
-    async def ensure(self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None) -> None:
+    async def ensure(self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None,
+                     deadline: float | None = None) -> None:
         """Fetch-through: the series from this process's providers, back to ``start_ms`` if given."""
         origin = self.ingestor.origin_of(symbol, interval)
         if origin is None:
@@ -273,9 +282,9 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
                 begin, finish = await self.ingestor.full_range(symbol, interval, self.settings.history_days)
                 if start_ms is not None and not origin.startswith("csv:"):
                     begin, finish = start_ms // step * step, (end_ms if end_ms is not None else now_ms() + 1)
-                await self.ingestor.ingest(symbol, interval, begin, finish)
+                await self.ingestor.ingest(symbol, interval, begin, finish, deadline)
             else:
-                await self.ingestor.ingest(symbol, interval, start_ms // step * step, info.first_ms)
+                await self.ingestor.ingest(symbol, interval, start_ms // step * step, info.first_ms, deadline)
                 info = await self.store.info(symbol, interval)
                 if info is not None and info.first_ms is not None and info.first_ms > start_ms:
                     self._no_earlier[key] = start_ms  # nothing older exists: do not ask again

@@ -132,6 +132,7 @@ def test_a_client_deadline_stops_the_fetch_through(stub):
 def test_a_year_of_minute_bars_stays_small_and_health_keeps_answering(fetch, stub):
     pid = fetch.proc.pid
     stop = threading.Event()
+    busy = threading.Event()  # set while the fetch-through runs
     worst = {"health_s": 0.0, "rss_mb": rss_mb(pid), "checks": 0}
 
     def watch():
@@ -142,27 +143,30 @@ def test_a_year_of_minute_bars_stays_small_and_health_keeps_answering(fetch, stu
                 status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
                 worst["health_s"] = max(worst["health_s"], time.perf_counter() - started)
                 worst["rss_mb"] = max(worst["rss_mb"], rss_mb(pid))
-                worst["checks"] += 1
+                worst["checks"] += busy.is_set()
                 assert status == health_pb2.HealthCheckResponse.SERVING
                 time.sleep(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     now = int(time.time() * 1000)
+    time.sleep(0.2)
     try:
+        busy.set()
         reply = stub.GetBars(fetch_pb2.GetBarsRequest(symbol="SOL-USD", interval="1m", start=ts(now - 365 * DAY),
                                                       limit=1), timeout=300)
+        busy.clear()
         page = stub.GetBars(fetch_pb2.GetBarsRequest(symbol="SOL-USD", interval="1m", start=ts(now - 365 * DAY),
                                                      page_size=MAX_PAGE_BARS), timeout=60)
     finally:
         stop.set()
         watcher.join(timeout=10)
     count = stored(stub)[("SOL-USD", "1m")]
-    print(f"stored {count} bars; worst health {worst['health_s'] * 1000:.0f} ms over {worst['checks']} checks; "
+    print(f"stored {count} bars; worst health {worst['health_s'] * 1000:.0f} ms, {worst['checks']} checks during; "
           f"peak RSS {worst['rss_mb']:.0f} MB")
     assert count >= 365 * 1440 - 2 and len(reply.bars) == 1
     assert len(page.bars) == MAX_PAGE_BARS and page.next_page_token
-    assert worst["checks"] > 10 and worst["health_s"] < 0.1
+    assert worst["checks"] >= 3 and worst["health_s"] < 0.1  # health was asked while the work ran
     assert worst["rss_mb"] < 400
 
 

@@ -13,11 +13,11 @@ from tests.conftest import ROOT
 
 
 async def test_a_lease_is_renewed_while_the_work_outlasts_it(redis_client):
-    mine, other = Leases(redis_client, 600, owner="a"), Leases(redis_client, 600, owner="b")
+    mine, other = Leases(redis_client, 1500, owner="a"), Leases(redis_client, 1500, owner="b")
     async with mine.hold("BTC-USD", "1h") as held:
         assert held
-        for _ in range(8):  # 2.4 s of work: four times the ttl
-            await asyncio.sleep(0.3)
+        for _ in range(10):  # 5 s of work: over three times the ttl
+            await asyncio.sleep(0.5)
             assert not await other.acquire("BTC-USD", "1h")
             assert await other.holder("BTC-USD", "1h") == "a"
     await mine.release_all()
