@@ -181,3 +181,28 @@ def test_the_only_exchange_goes_dark_every_bar_stays_the_exchanges(redis_server,
     failing = [line for line in lines if line["msg"].startswith("series not refreshed")]
     assert len(failing) == 1  # one calm line for the outage, not one per tick
     assert any(line["msg"] == "series refreshed again" for line in lines)
+
+
+def test_provenance_says_which_exchange_served_which_range(redis_server, tmp_path, exchange):
+    stack = Stack(redis_server.url[:-1] + "13", tmp_path)
+    stack.add("fetch", "--provider", "binance,kraken", "--binance-url", exchange.url, "--kraken-url", exchange.url,
+              "--refresh-s", "0", "--provider-timeout-s", "20")
+    try:
+        stack["fetch"].wait_serving()
+        with grpc.insecure_channel(stack["fetch"].addr) as channel:
+            stub = fetch_pb2_grpc.FetchServiceStub(channel)
+            first = stub.Backfill(fetch_pb2.BackfillRequest(symbol="ETH-USD", interval="1h",
+                                                            start=ts("2024-01-01T00:00:00Z"),
+                                                            end=ts("2024-01-02T00:00:00Z")), timeout=60)
+            exchange.add_fault(Fault("503", path="/api/v3/klines"), times=1000)  # Binance goes dark
+            second = stub.Backfill(fetch_pb2.BackfillRequest(symbol="ETH-USD", interval="1h",
+                                                             start=ts("2024-01-02T00:00:00Z"),
+                                                             end=ts("2024-01-03T00:00:00Z")), timeout=60)
+            bars = stub.GetBars(fetch_pb2.GetBarsRequest(symbol="ETH-USD", interval="1h", page_size=100), timeout=30)
+    finally:
+        stack.stop()
+    assert (first.source, second.source) == ("binance", "kraken")
+    assert bars.origin == "live" and len(bars.bars) == 48
+    runs = [(r.first.ToJsonString(), r.last.ToJsonString(), r.source) for r in bars.provenance]
+    assert runs == [("2024-01-01T00:00:00Z", "2024-01-01T23:00:00Z", "binance"),
+                    ("2024-01-02T00:00:00Z", "2024-01-02T23:00:00Z", "kraken")]
