@@ -107,10 +107,11 @@ class Ingestor:
         check holds even if a cancellation is lost (asyncio.wait_for can drop one before 3.12)."""
         step = interval_ms(interval)
         end_ms = end_ms if end_ms is not None else _now_ms() + 1
-        if (end_ms - start_ms) // step > MAX_FETCH_BARS:
+        origin = self.origin_of(symbol, interval)
+        # The cap is on what providers are asked for; a replayed file is served whole, whatever its length.
+        if (end_ms - start_ms) // step > MAX_FETCH_BARS and not (origin or "").startswith("csv:"):
             raise ResourceExhausted(f"a fetch of {(end_ms - start_ms) // step} {interval} bars exceeds "
                                     f"MAX_FETCH_BARS={MAX_FETCH_BARS}; ask for a shorter window")
-        origin = self.origin_of(symbol, interval)
         result = IngestResult()
         piece_start = start_ms
         while piece_start < end_ms:
