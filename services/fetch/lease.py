@@ -52,8 +52,10 @@ class Leases:
     async def acquire(self, symbol: str, interval: str) -> bool:
         """Take the lease, or renew it if this process holds it already."""
         key = lease_key(symbol, interval)
+        # Noted before asking: a stop that cancels this call mid-way still releases what Redis granted
+        # (releasing a lease someone else holds is a no-op).
+        self._held.add((symbol, interval))
         if await self.redis.set(key, self.owner, nx=True, px=self.ttl_ms):
-            self._held.add((symbol, interval))
             return True
         renewed = bool(await self._renew(keys=[key], args=[self.owner, self.ttl_ms]))
         if not renewed:
