@@ -52,6 +52,10 @@ class Scheduler:
         self._failing: set[tuple[str, str]] = set()
 
     async def run(self) -> None:
+        # Files first, without waiting for leases: a replica that died without releasing them must
+        # not leave another file's bars served for a lease period. Idempotent across replicas.
+        for symbol, interval in self.files:
+            await self._refresh_logged(symbol, interval)
         failing = False
         while True:
             try:

@@ -4,6 +4,7 @@ bad files are refused at start with one line."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -114,7 +115,7 @@ def test_replay_serves_every_bar_of_each_file_then_another_file_replaces_it(redi
             assert closes(stub, "ETH-USD") == file_closes(prices / FILES["ETH-USD"])
             first_origin = listed["ETH-USD"].origin
     finally:
-        first.stop()
+        first["fetch"].stop(signal.SIGKILL)  # dies holding its leases: the next run must not wait them out
     other = {**FILES, "ETH-USD": "ETHUSDT_1d_cdd-binance-2021export.csv"}
     second = run_fetch(url, tmp_path / "second", *csv_args(prices, other))
     try:
