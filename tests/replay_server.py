@@ -6,6 +6,7 @@
         server.serve_market(market)
         server.add_fault(Fault("429", retry_after=2), times=1)        # the next request gets a 429
         server.fail_randomly(0.3, seed=7)                              # 30 % of requests fail, seeded
+        server.clear_faults()                                          # back to normal
         ... provider(base_url=server.url) ...
         server.requests                                                # (t, path, query, status, fault)
 
@@ -181,6 +182,12 @@ class ReplayServer:
         """The next ``times`` matching requests get ``fault`` (scripted faults go first, in order)."""
         with self._lock:
             self._faults.append([fault, times])
+
+    def clear_faults(self) -> None:
+        """Drop every scripted and random fault: the server answers normally again."""
+        with self._lock:
+            self._faults.clear()
+            self._random = None
 
     def fail_randomly(self, rate: float, seed: int, modes: Iterable[str] = RANDOM_FAULTS) -> None:
         modes = tuple(modes)

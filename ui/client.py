@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import grpc
 import pandas as pd
@@ -59,6 +61,40 @@ class CryptoLensClient:
     def list_series(self) -> tuple[list[dict], list[str]]:
         reply = self._call("Fetch", self.fetch_addr, self._fetch.ListSymbols, fetch_pb2.ListSymbolsRequest())
         return [_as_dict(s) for s in reply.series], list(reply.watchlist)
+
+    def bars(self, symbol: str, interval: str, lookback: str = "", page_size: int = 1000) -> pd.DataFrame:
+        """Every bar of a window, fetched page by page (GetBars answers at most 10,000 bars per call)."""
+        rows, token = [], ""
+        while True:
+            reply = self._call("Fetch", self.fetch_addr, self._fetch.GetBars, fetch_pb2.GetBarsRequest(
+                symbol=symbol, interval=interval, lookback=lookback, page_size=page_size, page_token=token))
+            rows += [(b.time.ToMilliseconds(), b.open, b.high, b.low, b.close, b.volume) for b in reply.bars]
+            token = reply.next_page_token
+            if not token:
+                break
+        frame = pd.DataFrame(rows, columns=["time", "open", "high", "low", "close", "volume"])
+        frame["time"] = pd.to_datetime(frame["time"], unit="ms", utc=True)
+        return frame.set_index("time")
+
+    def watch_bars(self, symbols: list[str] = (), interval: str = "", after: str = "",
+                   retry_s: float = 0.5) -> Iterator[dict]:
+        """Every bar write from ``after`` on (empty: from now), for as long as the caller iterates.
+
+        Reconnects from the last ``resume_token`` whenever the stream ends: a connection age-out,
+        a restarted or unreachable Fetch. Nothing written meanwhile is missed (while the Fetch
+        stream log still holds it)."""
+        token = after
+        while True:
+            request = fetch_pb2.WatchBarsRequest(symbols=list(symbols), interval=interval, after=token)
+            try:
+                for update in self._fetch.WatchBars(request):
+                    token = update.resume_token
+                    yield _as_dict(update)
+            except grpc.RpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                                      grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise ServiceError(f"Fetch: {exc.code().name}: {exc.details()}") from None
+            time.sleep(retry_s)
 
     # --- Core ---
     def stats(self, symbol: str, interval: str, lookback: str, risk_free_rate: float = 0.0) -> dict:

@@ -1,11 +1,25 @@
-"""Redis pub/sub as an async stream of JSON events (for the Watch* server streams)."""
+"""Update events as async streams: Redis pub/sub (live only) and Redis Streams (resumable).
+
+``read_stream`` is the resumable one, generic over the stream key: it yields every entry after a
+given id, and survives a Redis outage by waiting and reading on from the last id it delivered, so a
+reader misses nothing the stream still holds.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import AsyncIterator
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger("cryptolens.events")
+
+BLOCK_MS = 1000
+MAX_BACKOFF_S = 5.0
 
 
 async def subscribe(redis: aioredis.Redis, channel: str) -> AsyncIterator[dict]:
@@ -19,3 +33,35 @@ async def subscribe(redis: aioredis.Redis, channel: str) -> AsyncIterator[dict]:
                 yield json.loads(message["data"])
     finally:
         await pubsub.aclose()
+
+
+async def last_id(redis: aioredis.Redis, key: str) -> str:
+    """Id of the newest entry ("0-0" for an empty or missing stream): 'from now on' as a resume point."""
+    newest = await redis.xrevrange(key, count=1)
+    return newest[0][0].decode() if newest else "0-0"
+
+
+async def read_stream(redis: aioredis.Redis, key: str, after_id: str, count: int = 100,
+                      block_ms: int = BLOCK_MS) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """(id, fields) of every entry after ``after_id``, forever. A Redis outage pauses the stream
+    (one log line when it starts, one when it ends) and it goes on from the last delivered id."""
+    cursor = after_id
+    backoff = 0.2
+    down = False
+    while True:
+        try:
+            replies = await redis.xread({key: cursor}, count=count, block=block_ms)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            if not down:
+                log.warning("Redis unavailable: stream paused, will resume", extra={"stream": key, "error": str(exc)})
+                down = True
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            continue
+        if down:
+            log.info("Redis back: stream resumed", extra={"stream": key, "after": cursor})
+            down, backoff = False, 0.2
+        for _key, entries in replies or []:
+            for entry_id, fields in entries:
+                cursor = entry_id.decode()
+                yield cursor, {k.decode(): v.decode() for k, v in fields.items()}

@@ -5,7 +5,9 @@ The rules (docs/normalization.md explains each with the real files that need it)
   < 1e11 seconds (integer or float), < 1e14 milliseconds, < 1e17 microseconds, else nanoseconds;
   ISO-8601 strings are parsed as UTC (a naive one is UTC). Anything outside 1990-2200 is invalid.
 - Every time is floored to its bar's open on the interval grid (CoinGecko's points drift).
-- Invalid rows are dropped: a price that is NaN, infinite or <= 0, high < low, negative volume.
+- Invalid rows are dropped: a price that is NaN, infinite or <= 0, high < low, negative volume, and
+  a bar that opens more than MAX_FUTURE_MS after the clock (a hostile or broken source must never
+  anchor "the last 30 days" in the year 2200).
   Open and close outside [low, high] widen the range (sources round differently).
 - Duplicates of one bar keep one copy: a complete copy beats a partial one, then the copy with
   more volume (a bar still being built has less), then the first in the source's order.
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from services.common.bars import BAR_DTYPE, FLAG_PARTIAL, FLAG_SUSPECT, find_gaps
+from services.common.limits import MAX_FUTURE_MS
 
 MIN_MS = 631_152_000_000  # 1990-01-01
 MAX_MS = 7_258_118_400_000  # 2200-01-01
@@ -65,7 +68,8 @@ def _bounded(ms: np.ndarray) -> np.ndarray:
 @dataclass
 class NormalizeResult:
     bars: np.ndarray
-    dropped_invalid: int = 0
+    dropped_invalid: int = 0  # including dropped_future
+    dropped_future: int = 0
     duplicates: int = 0
     conflicts: int = 0
     suspect: int = 0
@@ -76,9 +80,10 @@ class NormalizeResult:
         return bool(len(self.bars) and self.bars["flags"][-1] & FLAG_PARTIAL)
 
 
-def _drop_invalid(raw: np.ndarray) -> np.ndarray:
+def _drop_invalid(raw: np.ndarray, latest_ms: int) -> np.ndarray:
     prices = np.column_stack([raw[c] for c in ("open", "high", "low", "close")])
-    valid = (raw["ts"] >= MIN_MS) & np.isfinite(prices).all(axis=1) & (prices > 0).all(axis=1)
+    valid = (raw["ts"] >= MIN_MS) & (raw["ts"] <= latest_ms)
+    valid &= np.isfinite(prices).all(axis=1) & (prices > 0).all(axis=1)
     valid &= raw["high"] >= raw["low"]
     valid &= ~(raw["volume"] < 0)
     out = raw[valid].copy()
@@ -142,13 +147,19 @@ def _flag_suspect(bars: np.ndarray) -> int:
 
 def normalize_bars(raw: np.ndarray, interval_ms: int, now_ms: int | None = None,
                    partial_hint: bool = False) -> NormalizeResult:
-    """Clean bars: on the grid, sorted, unique, valid, suspect prints flagged, open bar marked."""
+    """Clean bars: on the grid, sorted, unique, valid, suspect prints flagged, open bar marked.
+
+    ``now_ms`` is the clock: bars opening after ``now_ms + MAX_FUTURE_MS`` are dropped (without a
+    clock only the fixed 1990-2200 bounds apply).
+    """
     raw = np.asarray(raw, dtype=BAR_DTYPE)
-    bars = _drop_invalid(raw)
+    latest = MAX_MS if now_ms is None else now_ms + MAX_FUTURE_MS
+    future = int((raw["ts"] > latest).sum())
+    bars = _drop_invalid(raw, latest)
     dropped = len(raw) - len(bars)
     bars["ts"] -= bars["ts"] % interval_ms
     bars, duplicates, conflicts = _dedupe(bars)
     suspect = _flag_suspect(bars)
     if len(bars) and (partial_hint or (now_ms is not None and now_ms < bars["ts"][-1] + interval_ms)):
         bars["flags"][-1] |= FLAG_PARTIAL
-    return NormalizeResult(bars, dropped, duplicates, conflicts, suspect, find_gaps(bars["ts"], interval_ms))
+    return NormalizeResult(bars, dropped, future, duplicates, conflicts, suspect, find_gaps(bars["ts"], interval_ms))

@@ -2,15 +2,23 @@
 
 A lease is ``SET key owner NX PX ttl``; only the owner may renew or release it (compare and
 act in one Lua script, so an expired-and-retaken lease is never touched by its old owner).
+``hold`` keeps a lease renewed while work runs, however long the work takes; ``release_all``
+gives every lease back on stop so another replica takes over at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import socket
 import uuid
+from typing import AsyncIterator
 
 import redis.asyncio as aioredis
+
+log = logging.getLogger("cryptolens.fetch.lease")
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -32,21 +40,60 @@ def lease_key(symbol: str, interval: str) -> str:
 
 class Leases:
     def __init__(self, redis: aioredis.Redis, ttl_ms: int, owner: str | None = None):
+        if ttl_ms <= 0:
+            raise ValueError("a lease must last longer than 0 ms")
         self.redis = redis
         self.ttl_ms = ttl_ms
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
+        self._held: set[tuple[str, str]] = set()
 
     async def acquire(self, symbol: str, interval: str) -> bool:
         """Take the lease, or renew it if this process holds it already."""
         key = lease_key(symbol, interval)
+        # Noted before asking: a stop that cancels this call mid-way still releases what Redis granted
+        # (releasing a lease someone else holds is a no-op).
+        self._held.add((symbol, interval))
         if await self.redis.set(key, self.owner, nx=True, px=self.ttl_ms):
             return True
-        return bool(await self._renew(keys=[key], args=[self.owner, self.ttl_ms]))
+        renewed = bool(await self._renew(keys=[key], args=[self.owner, self.ttl_ms]))
+        if not renewed:
+            self._held.discard((symbol, interval))
+        return renewed
+
+    @contextlib.asynccontextmanager
+    async def hold(self, symbol: str, interval: str) -> AsyncIterator[bool]:
+        """Yields whether this replica holds the lease; while it does, the lease is renewed every
+        third of its ttl until the block ends (the lease stays taken after, until expiry or release)."""
+        if not await self.acquire(symbol, interval):
+            yield False
+            return
+        renewer = asyncio.create_task(self._keep(symbol, interval), name=f"lease-{symbol}-{interval}")
+        try:
+            yield True
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _keep(self, symbol: str, interval: str) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            try:
+                if not await self.acquire(symbol, interval):
+                    log.warning("lease lost during a refresh", extra={"symbol": symbol, "interval": interval})
+                    return
+            except Exception as exc:  # noqa: BLE001 - Redis down: the lease may lapse, the work is idempotent
+                log.debug("lease renewal failed", extra={"symbol": symbol, "error": str(exc)})
 
     async def release(self, symbol: str, interval: str) -> None:
+        self._held.discard((symbol, interval))
         await self._release(keys=[lease_key(symbol, interval)], args=[self.owner])
+
+    async def release_all(self) -> None:
+        for symbol, interval in list(self._held):
+            await self.release(symbol, interval)
 
     async def holder(self, symbol: str, interval: str) -> str | None:
         value = await self.redis.get(lease_key(symbol, interval))

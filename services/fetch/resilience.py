@@ -8,8 +8,8 @@
 - ``ResilientProvider``: a provider behind limiter + breaker + retries. For HTTP adapters the
   three wrap every single request (so a 40-page backfill retries the one page that failed and
   each page pays its own rate-limit token); for any other provider they wrap ``fetch_bars``.
-- ``ProviderChain``: fails over along providers, skipping those whose breaker is open or that
-  do not serve the pair, and tells which provider served.
+Failover between providers is the Ingestor's (services/fetch/ingest.py): a provider whose
+breaker is open fails at once with ``CircuitOpen``, so the next one is tried without waiting.
 
 Clocks, sleeps and randomness are injectable so tests run on fake time.
 """
@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 import numpy as np
 
@@ -31,8 +31,6 @@ from services.fetch.providers.base import (
     Provider,
     ProviderError,
     RateLimited,
-    TemporaryError,
-    Unsupported,
 )
 
 T = TypeVar("T")
@@ -301,9 +299,6 @@ class ResilientProvider(Provider):
     def supports(self, symbol: str, interval: str) -> bool:
         return self.inner.supports(symbol, interval)
 
-    def symbols(self) -> list[str]:
-        return self.inner.symbols()
-
     async def close(self) -> None:
         await self.inner.close()
 
@@ -329,7 +324,7 @@ class ResilientProvider(Provider):
                 raise
 
         def note(exc: ProviderError, delay: float) -> None:
-            log.info("retrying provider request",
+            log.debug("retrying provider request",
                      extra={"provider": self.name, "endpoint": endpoint, "error": str(exc), "delay_s": round(delay, 3)})
 
         try:
@@ -345,64 +340,3 @@ class ResilientProvider(Provider):
             raise
         self.breaker.record_success()
         return result
-
-
-# --- failover ------------------------------------------------------------------------------------
-
-
-class ProviderChain(Provider):
-    """Tries providers in order; the first that serves the pair and answers wins.
-
-    Skipped: providers that do not support the pair, and those whose breaker is open (a
-    half-open one gets its trial call). ``fetch_with_source`` returns ``(bars, provider name)``;
-    ``fetch_bars`` stores the name in ``last_source`` (convenient, but with concurrent calls
-    prefer ``fetch_with_source``).
-    """
-
-    def __init__(self, providers: Sequence[Provider], name: str = "chain"):
-        if not providers:
-            raise ValueError("a chain needs at least one provider")
-        self.providers = list(providers)
-        self.name = name
-        self.last_source: str | None = None
-
-    def supports(self, symbol: str, interval: str) -> bool:
-        return any(p.supports(symbol, interval) for p in self.providers)
-
-    def symbols(self) -> list[str]:
-        return list(dict.fromkeys(s for p in self.providers for s in p.symbols()))
-
-    async def close(self) -> None:
-        for provider in self.providers:
-            await provider.close()
-
-    async def fetch_with_source(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> tuple[np.ndarray, str]:
-        errors: list[str] = []
-        failed = False  # did any provider fail for a reason other than "not served"?
-        for provider in self.providers:
-            if not provider.supports(symbol, interval):
-                continue
-            breaker = getattr(provider, "breaker", None)
-            if isinstance(breaker, CircuitBreaker) and breaker.state == "open":
-                errors.append(f"{provider.name}: circuit open")
-                failed = True
-                continue
-            try:
-                bars = await provider.fetch_bars(symbol, interval, start_ms, end_ms)
-            except Unsupported as exc:
-                errors.append(str(exc))
-                continue
-            except ProviderError as exc:
-                errors.append(str(exc))
-                failed = True
-                log.warning("provider failed, trying the next", extra={"provider": provider.name, "error": str(exc)})
-                continue
-            return bars, provider.name
-        detail = "; ".join(errors) or "no provider supports it"
-        if not failed:
-            raise Unsupported(self.name, f"{symbol} {interval}: {detail}")
-        raise TemporaryError(self.name, f"every provider failed for {symbol} {interval}: {detail}")
-
-    async def fetch_bars(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> np.ndarray:
-        bars, self.last_source = await self.fetch_with_source(symbol, interval, start_ms, end_ms)
-        return bars

@@ -1,7 +1,11 @@
-"""Keeps the watch list fresh: backfill on first sight, incremental refresh, gap repair.
+"""Keeps every used series fresh: backfill on first sight, incremental refresh, gap repair.
 
-Each (symbol, interval) is refreshed only by the replica that holds its lease in Redis, so
-several Fetch replicas on one Redis never poll the same series at the same time.
+The series it refreshes: the watch list at the watched interval, every csv file given, and every
+series someone asked for recently (``PriceStore.used_series``, bounded), whatever its interval.
+Each series is refreshed only by the replica that holds its lease in Redis, renewed while the
+refresh runs, so several Fetch replicas on one Redis never poll the same series at the same time.
+A refresh that fails writes nothing: the series gets older (the age gauge shows it), one log line
+says so, and the next tick tries again.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+
+from prometheus_client import Counter, Gauge
 
 from services.common.bars import find_gaps
 from services.common.intervals import DAY_MS, interval_ms
@@ -18,6 +24,14 @@ from services.fetch.lease import Leases
 log = logging.getLogger("cryptolens.fetch.scheduler")
 
 MAX_GAP_REPAIRS_PER_TICK = 5
+USED_TTL_MS = 7 * DAY_MS  # a series nobody asked for in a week is no longer refreshed
+
+SERIES_AGE = Gauge("cryptolens_series_newest_bar_age_seconds",
+                   "Seconds since the newest stored bar of a series closed (open time + one interval)",
+                   ["symbol", "interval"])
+REFRESH_FAILURES = Counter("cryptolens_series_refresh_failures_total",
+                           "Scheduled refreshes of a series that stored nothing because no provider answered",
+                           ["symbol", "interval"])
 
 
 def _now_ms() -> int:
@@ -26,60 +40,103 @@ def _now_ms() -> int:
 
 class Scheduler:
     def __init__(self, ingestor: Ingestor, leases: Leases, watchlist: list[str], interval: str,
-                 history_days: int, refresh_s: float):
+                 history_days: int, refresh_s: float, files: list[tuple[str, str]] = ()):
         self.ingestor = ingestor
         self.leases = leases
         self.watchlist = watchlist
         self.interval = interval
         self.history_days = history_days
         self.refresh_s = refresh_s
-        self._unfillable: set[tuple[str, int]] = set()  # gaps no provider could fill
+        self.files = list(files)
+        self._unfillable: set[tuple[str, str, int]] = set()  # gaps no provider could fill
+        self._failing: set[tuple[str, str]] = set()
 
     async def run(self) -> None:
+        # Files first, without waiting for leases: a replica that died without releasing them must
+        # not leave another file's bars served for a lease period. Idempotent across replicas.
+        for symbol, interval in self.files:
+            await self._refresh_logged(symbol, interval)
+        failing = False
         while True:
             try:
                 await self.tick()
-            except Exception:  # noqa: BLE001 - a bad tick must not end the loop
-                log.exception("refresh tick failed")
+            except Exception as exc:  # noqa: BLE001 - a bad tick (Redis down) must not end the loop
+                if not failing:  # one line while it lasts, not one per tick
+                    log.warning("refresh ticks failing; retrying every tick", extra={"error": str(exc)[:300]})
+                failing = True
+            else:
+                if failing:
+                    log.info("refresh ticks work again")
+                failing = False
             await asyncio.sleep(self.refresh_s)
 
-    async def tick(self) -> None:
-        for symbol in self.watchlist:
-            if not await self.leases.acquire(symbol, self.interval):
-                continue  # another replica owns this series
-            log.debug("poll start", extra={"symbol": symbol, "owner": self.leases.owner, "t_ms": _now_ms()})
-            try:
-                await self.refresh(symbol)
-            except Exception as exc:  # noqa: BLE001 - one symbol failing must not starve the others
-                log.warning("refresh failed", extra={"symbol": symbol, "error": str(exc)})
-            finally:
-                log.debug("poll end", extra={"symbol": symbol, "owner": self.leases.owner, "t_ms": _now_ms()})
+    async def targets(self) -> list[tuple[str, str]]:
+        watched = [(s, self.interval) for s in self.watchlist]
+        used = await self.ingestor.store.used_series(_now_ms() - USED_TTL_MS)
+        series = dict.fromkeys([*self.files, *watched, *used])
+        return [key for key in series if self.ingestor.supports(*key)]
 
-    async def refresh(self, symbol: str) -> None:
-        interval, step = self.interval, interval_ms(self.interval)
+    async def tick(self) -> None:
+        for symbol, interval in await self.targets():
+            async with self.leases.hold(symbol, interval) as held:
+                if held:
+                    await self._refresh_logged(symbol, interval)
+            await self._publish_age(symbol, interval)
+
+    async def _refresh_logged(self, symbol: str, interval: str) -> None:
+        log.debug("poll start", extra={"symbol": symbol, "interval": interval, "owner": self.leases.owner,
+                                       "t_ms": _now_ms()})
+        key = (symbol, interval)
+        try:
+            await self.refresh(symbol, interval)
+        except Exception as exc:  # noqa: BLE001 - one series failing must not starve the others
+            REFRESH_FAILURES.labels(symbol, interval).inc()
+            if key not in self._failing:  # one line when it starts failing, not one per tick
+                self._failing.add(key)
+                log.warning("series not refreshed: kept as stored, getting older until a provider answers",
+                            extra={"symbol": symbol, "interval": interval, "error": str(exc)[:300]})
+        else:
+            if key in self._failing:
+                self._failing.discard(key)
+                log.info("series refreshed again", extra={"symbol": symbol, "interval": interval})
+        finally:
+            log.debug("poll end", extra={"symbol": symbol, "interval": interval, "owner": self.leases.owner,
+                                         "t_ms": _now_ms()})
+
+    async def _publish_age(self, symbol: str, interval: str) -> None:
+        info = await self.ingestor.store.info(symbol, interval)
+        if info is not None and info.last_ms is not None:
+            age_ms = max(0, _now_ms() - (info.last_ms + interval_ms(interval)))
+            SERIES_AGE.labels(symbol, interval).set(age_ms / 1000)
+
+    async def refresh(self, symbol: str, interval: str) -> None:
         store = self.ingestor.store
-        now = _now_ms()
-        want_start = (now - self.history_days * DAY_MS) // step * step
+        origin = self.ingestor.origin_of(symbol, interval)
+        want_start, want_end = await self.ingestor.full_range(symbol, interval, self.history_days)
         async with self.ingestor.lock(symbol, interval):
             info = await store.info(symbol, interval)
-            fallback = self.ingestor.fallback
-            if info is None or (fallback and info.source == fallback.name and self.ingestor.chain):
-                # First sight, or only simulated data so far: (re)load the whole history window.
-                await self.ingestor.ingest(symbol, interval, want_start, now + step)
+            if info is None or info.origin != origin:
+                # First sight, or the series came from elsewhere (another file, a simulated run):
+                # load it whole; the first write replaces what was stored.
+                await self.ingestor.ingest(symbol, interval, want_start, want_end)
                 return
+            if origin.startswith("csv:"):
+                return  # a file is loaded whole once; it has nothing newer
             if info.first_ms is not None and info.first_ms > want_start:
                 await self.ingestor.ingest(symbol, interval, want_start, info.first_ms)
-            # Incremental: from the newest stored bar (it may have been partial) up to now.
-            await self.ingestor.ingest(symbol, interval, info.last_ms, now + step)
-            await self._repair_gaps(symbol, want_start, now)
+            # Incremental: from the newest stored bar (it may have been partial) up to now, but never
+            # from further back than the history window (a series someone looked at for an old window
+            # is kept fresh, not back-filled for years; the hole in between is a reported gap).
+            await self.ingestor.ingest(symbol, interval, max(info.last_ms, want_start), want_end)
+            await self._repair_gaps(symbol, interval, want_start, want_end)
 
-    async def _repair_gaps(self, symbol: str, start_ms: int, end_ms: int) -> None:
-        step = interval_ms(self.interval)
-        data = await self.ingestor.store.read(symbol, self.interval, start_ms, end_ms, ("ts",))
+    async def _repair_gaps(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> None:
+        step = interval_ms(interval)
+        data = await self.ingestor.store.read(symbol, interval, start_ms, end_ms, ("ts",))
         if data is None:
             return
-        todo = [g for g in find_gaps(data.columns["ts"], step) if (symbol, g[0]) not in self._unfillable]
+        todo = [g for g in find_gaps(data.columns["ts"], step) if (symbol, interval, g[0]) not in self._unfillable]
         for first, last in todo[:MAX_GAP_REPAIRS_PER_TICK]:
-            result = await self.ingestor.ingest(symbol, self.interval, first, last + step)
-            if result.write.written == 0:
-                self._unfillable.add((symbol, first))  # the provider has no data there either
+            result = await self.ingestor.ingest(symbol, interval, first, last + step)
+            if result.written == 0:
+                self._unfillable.add((symbol, interval, first))  # the provider has no data there either

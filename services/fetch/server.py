@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import re
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cryptolens.v1 import fetch_pb2, fetch_pb2_grpc
 from services.common.bars import find_gaps
-from services.common.config import ServiceSettings, non_negative, setting
+from services.common.config import ServiceSettings, non_negative, positive, setting
 from services.common.convert import bars_to_pb, from_timestamp, gaps_to_pb, now_ms, to_timestamp
-from services.common.events import subscribe
-from services.common.errors import InvalidArgument, NotFound
+from services.common.csv_bars import CsvError, load_csv, parse_spec
+from services.common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from services.common.events import last_id, read_stream
+from services.common.freshness import freshness_pb
 from services.common.intervals import check_interval, check_symbol, interval_ms, resolve_window
-from services.common.store import UPDATES_CHANNEL, PriceStore
+from services.common.limits import DEFAULT_PAGE_BARS, MAX_FUTURE_MS, MAX_PAGE_BARS, MAX_WINDOW_BARS
+from services.common.store import UPDATES_LOG, PriceStore, SeriesInfo
 from services.fetch.ingest import Ingestor
 from services.fetch.lease import Leases
 from services.fetch.providers.registry import build_providers
@@ -32,18 +41,58 @@ def _provider_name(value: str) -> str:
     unknown = [n for n in names if n not in known]
     if not names or unknown:
         raise ValueError(f"unknown provider {', '.join(unknown) or '(none)'}; use {', '.join(sorted(known))}")
+    if "simulated" in names and len(names) > 1:
+        raise ValueError("simulated is a mode of its own and mixes with no other provider "
+                         "(simulated prices never fill in for live or replayed ones)")
     return ",".join(names)
+
+
+WATCH_BARS_PER_EVENT = 1000
+_TOKEN_RE = re.compile(r"^p1\.(\d{1,15})\.(\d{0,15})$")
+_STREAM_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def _page_token(cursor_ms: int, end_ms: int | None) -> str:
+    return f"p1.{cursor_ms}.{'' if end_ms is None else end_ms}"
+
+
+def _parse_page_token(token: str) -> tuple[int, int | None]:
+    match = _TOKEN_RE.match(token)
+    if not match:
+        raise InvalidArgument("page_token", f"{token[:20]!r} is not a next_page_token from GetBars")
+    return int(match.group(1)), int(match.group(2)) if match.group(2) else None
+
+
+def _deadline(context) -> float | None:
+    """The client's deadline on the monotonic clock, or None when it set none."""
+    remaining = context.time_remaining() if context is not None else None
+    return None if remaining is None else time.monotonic() + remaining
+
+
+async def _bounded(deadline: float | None, work):
+    """Run ``work`` within the client's deadline, so a caller that gave up stops the work."""
+    if deadline is None:
+        return await work
+    return await asyncio.wait_for(work, max(deadline - time.monotonic(), 0.001))
+
+
+def _provenance_pb(info: SeriesInfo, first_ms: int | None = None, last_ms: int | None = None):
+    """The provider runs of a series, or only those overlapping [first_ms, last_ms]."""
+    return [fetch_pb2.SourceRange(first=to_timestamp(a), last=to_timestamp(b), source=p)
+            for a, b, p in info.provenance
+            if first_ms is None or last_ms is None or (b >= first_ms and a <= last_ms)]
 
 
 @dataclass
 class FetchSettings(ServiceSettings):
-    provider: str = setting("simulated", "provider chain: live, simulated, csv, or a comma list such as "
-                            "'binance,kraken' (live = coingecko,binance,kraken,coinbase then simulated)",
-                            _provider_name)
+    provider: str = setting("simulated", "providers: live (coingecko,binance,kraken,coinbase), simulated (offline, "
+                            "alone), csv (the --csv-file files), or a comma list such as 'binance,kraken' or "
+                            "'csv,live'", _provider_name)
     csv_file: list[str] = setting([], "csv provider files as SYMBOL:INTERVAL=PATH, comma separated")
     history_days: int = setting(90, "days of history to backfill on first sight of a symbol", non_negative)
     refresh_s: float = setting(60.0, "seconds between refreshes of the watch list", non_negative)
-    lease_s: float = setting(180.0, "seconds a replica's poll lease on a series lasts", non_negative)
+    lease_s: float = setting(180.0, "seconds a replica's poll lease on a series lasts (renewed while a refresh "
+                             "runs); must be longer than --refresh-s", positive)
     seed: int = setting(7, "seed of the simulated provider")
     provider_timeout_s: float = setting(120.0, "seconds one provider may take for a range before failover",
                                         non_negative)
@@ -55,6 +104,21 @@ class FetchSettings(ServiceSettings):
 
     service_name = "fetch"
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.refresh_s > 0 and self.lease_s <= self.refresh_s:
+            raise ValueError(f"--lease-s ({self.lease_s:g}) must be longer than --refresh-s ({self.refresh_s:g}), "
+                             "or replicas would trade every series on every tick")
+        if "csv" in self.provider.split(","):
+            if not self.csv_file:
+                raise ValueError("--provider csv needs at least one --csv-file SYMBOL:INTERVAL=PATH")
+            for spec in self.csv_file:  # refuse a bad file now, with one line, not on the first request
+                try:
+                    _symbol, interval, path = parse_spec(spec)
+                    load_csv(path, interval)
+                except CsvError as exc:
+                    raise ValueError(str(exc)) from None
+
 
 class FetchService(fetch_pb2_grpc.FetchServiceServicer):
     full_names = (SERVICE_NAME,)
@@ -63,11 +127,14 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
         self.settings = settings
         self.redis = redis
         self.store = PriceStore(redis)
-        chain, fallback = build_providers(settings)
-        self.ingestor = Ingestor(self.store, chain, fallback, settings.provider_timeout_s)
-        self.scheduler = Scheduler(self.ingestor, Leases(redis, int(settings.lease_s * 1000)), settings.symbols,
-                                   settings.interval, settings.history_days, settings.refresh_s)
+        self.providers = build_providers(settings)
+        self.ingestor = Ingestor(self.store, self.providers, settings.provider_timeout_s)
+        files = [key for p in self.providers for key in getattr(p, "files", {})]
+        self.leases = Leases(redis, int(settings.lease_s * 1000))
+        self.scheduler = Scheduler(self.ingestor, self.leases, settings.symbols, settings.interval,
+                                   settings.history_days, settings.refresh_s, files)
         self._scheduler_task: asyncio.Task | None = None
+        self._no_earlier: dict[tuple[str, str], int] = {}  # earliest start already asked for, with nothing older
 
     # --- runtime hooks -------------------------------------------------------------------
     def register(self, server) -> None:
@@ -83,10 +150,17 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
     async def stop(self) -> None:
         if self._scheduler_task:
             self._scheduler_task.cancel()
-        for provider in self.ingestor.chain + ([self.ingestor.fallback] if self.ingestor.fallback else []):
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler_task
+        with contextlib.suppress(Exception):  # Redis may be gone: the leases then simply expire
+            await self.leases.release_all()
+        for provider in self.providers:
             await provider.close()
 
     # --- RPCs ----------------------------------------------------------------------------
+    def _freshness(self, info: SeriesInfo | None, interval: str):
+        return freshness_pb(info.last_ms if info else None, interval, self.settings.stale_after_bars, now_ms())
+
     async def ListSymbols(self, request, context):
         series = await self.store.list_series()
         watched = set(self.settings.symbols)
@@ -95,65 +169,150 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
                 symbol=s.symbol, interval=s.interval, count=s.count, source=s.source, data_version=s.version,
                 first=to_timestamp(s.first_ms) if s.first_ms is not None else None,
                 last=to_timestamp(s.last_ms) if s.last_ms is not None else None,
-                watched=s.symbol in watched and s.interval == self.settings.interval) for s in series],
+                watched=s.symbol in watched and s.interval == self.settings.interval,
+                origin=s.origin, provenance=_provenance_pb(s), freshness=self._freshness(s, s.interval))
+                for s in series],
             watchlist=self.settings.symbols,
         )
+
+    def _check_window(self, interval: str, start_ms: int | None, end_ms: int | None, lookback: str,
+                      now: int) -> None:
+        """Reject a bad or too wide window before any I/O."""
+        for name, value in (("start", start_ms), ("end", end_ms)):
+            if value is not None and value > now + MAX_FUTURE_MS:
+                raise InvalidArgument(name, "is more than a day in the future")
+        window = resolve_window(lookback, start_ms, end_ms, now)
+        if window.start_ms is None:
+            return
+        bars = ((window.end_ms if window.end_ms is not None else now) - window.start_ms) // interval_ms(interval)
+        if bars > MAX_WINDOW_BARS:
+            raise ResourceExhausted(f"the window holds {bars} {interval} bars, more than MAX_WINDOW_BARS="
+                                    f"{MAX_WINDOW_BARS}; narrow it or use a coarser interval")
 
     async def Backfill(self, request, context):
         symbol, interval = check_symbol(request.symbol), check_interval(request.interval or self.settings.interval)
         start, end = from_timestamp(request, "start"), from_timestamp(request, "end")
         if start is None:
             raise InvalidArgument("start", "a backfill needs a start time")
-        end = end if end is not None else now_ms()
+        now = now_ms()
+        end = end if end is not None else now
         if start >= end:
             raise InvalidArgument("end", "end must be after start (the window is empty or inverted)")
+        self._check_window(interval, start, end, "", now)
+        if not self.ingestor.supports(symbol, interval):
+            raise NotFound(f"unknown symbol {symbol} at {interval}: no provider serves it")
+        deadline = _deadline(context)
         async with self.ingestor.lock(symbol, interval):
-            result = await self.ingestor.ingest(symbol, interval, start, end)
+            result = await _bounded(deadline, self.ingestor.ingest(symbol, interval, start, end, deadline))
+        await self.store.mark_used(symbol, interval)
         return fetch_pb2.BackfillResponse(
-            symbol=symbol, interval=interval, bars_stored=result.write.written, source=result.source,
-            data_version=result.write.version, gaps=gaps_to_pb(result.gaps, interval_ms(interval)))
+            symbol=symbol, interval=interval, bars_stored=result.written, source=result.source,
+            data_version=result.version, gaps=gaps_to_pb(result.gaps, interval_ms(interval)))
 
     async def GetBars(self, request, context):
         symbol, interval = check_symbol(request.symbol), check_interval(request.interval or self.settings.interval)
-        if request.limit < 0:
-            raise InvalidArgument("limit", "must not be negative")
+        if request.limit < 0 or request.limit > MAX_WINDOW_BARS:
+            raise InvalidArgument("limit", f"must be between 0 and {MAX_WINDOW_BARS}")
+        if not 0 <= request.page_size <= MAX_PAGE_BARS:
+            raise InvalidArgument("page_size", f"must be between 0 and MAX_PAGE_BARS={MAX_PAGE_BARS}")
+        page_size = request.page_size or DEFAULT_PAGE_BARS
         start, end = from_timestamp(request, "start"), from_timestamp(request, "end")
-        await self.ensure(symbol, interval, start, end)
-        info = await self.store.info(symbol, interval)
-        window = resolve_window(request.lookback, start, end, now_ms(), info.last_ms if info else None)
-        bars = await self.store.read_bars(symbol, interval, window.start_ms, window.end_ms)
-        if request.limit:
-            bars = bars[-request.limit:]
-        return fetch_pb2.GetBarsResponse(
-            symbol=symbol, interval=interval, bars=bars_to_pb(bars), source=info.source if info else "",
-            gaps=gaps_to_pb(find_gaps(bars["ts"], interval_ms(interval)), interval_ms(interval)),
-            data_version=info.version if info else 0)
+        now = now_ms()
+        self._check_window(interval, start, end, request.lookback, now)
+        token = _parse_page_token(request.page_token) if request.page_token else None
 
-    async def ensure(self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None) -> None:
-        """Fetch-through: make sure the store has the series (and the start of the window)."""
         info = await self.store.info(symbol, interval)
-        if info is not None and (start_ms is None or info.first_ms is None or info.first_ms <= start_ms):
-            return
-        if not self.ingestor.supports(symbol, interval):
+        if token is None:
+            window = resolve_window(request.lookback, start, end, now, info.last_ms if info else None)
+            try:
+                deadline = _deadline(context)
+                await _bounded(deadline, self.ensure(symbol, interval, window.start_ms, window.end_ms, deadline))
+            except Unavailable:
+                if info is None or info.origin != self.ingestor.origin_of(symbol, interval):
+                    raise
+                # Only the older part of the window could not be loaded: answer with the stored bars
+                # (true, just a shorter window); the first bar of the answer says where it starts.
+                log.info("serving stored bars: no provider answered for the older part of the window",
+                         extra={"symbol": symbol, "interval": interval})
+            await self.store.mark_used(symbol, interval)
+            info = await self.store.info(symbol, interval)
+        if info is None:
+            raise NotFound(f"no data for {symbol} at {interval}: the provider has none for it")
+        if token is not None:
+            lo, hi = token
+        else:
+            window = resolve_window(request.lookback, start, end, now, info.last_ms)
+            lo, hi = window.start_ms, window.end_ms
+            if request.limit:  # the newest `limit` bars of the window: find where they begin
+                tail, _ = await self.store.read_page(symbol, interval, lo, hi, request.limit, newest=True,
+                                                     columns=("ts",))
+                if len(tail):
+                    lo = int(tail["ts"][0])
+        bars, more = await self.store.read_page(symbol, interval, lo, hi, page_size)
+        step = interval_ms(interval)
+        first, last = (int(bars["ts"][0]), int(bars["ts"][-1])) if len(bars) else (None, None)
+        return fetch_pb2.GetBarsResponse(
+            symbol=symbol, interval=interval, bars=await asyncio.to_thread(bars_to_pb, bars), source=info.source,
+            gaps=gaps_to_pb(find_gaps(bars["ts"], step), step), data_version=info.version,
+            next_page_token=_page_token(last + 1, hi) if more else "", freshness=self._freshness(info, interval),
+            origin=info.origin, provenance=_provenance_pb(info, first, last) if first is not None else [])
+
+    async def ensure(self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None,
+                     deadline: float | None = None) -> None:
+        """Fetch-through: the series from this process's providers, back to ``start_ms`` if given."""
+        origin = self.ingestor.origin_of(symbol, interval)
+        if origin is None:
             raise NotFound(f"unknown symbol {symbol} at {interval}: no provider serves it")
+        key = (symbol, interval)
+
+        def satisfied(info: SeriesInfo | None) -> bool:
+            if info is None or info.origin != origin:
+                return False
+            return (start_ms is None or info.first_ms is None or info.first_ms <= start_ms
+                    or self._no_earlier.get(key, start_ms + 1) <= start_ms)
+
+        if satisfied(await self.store.info(symbol, interval)):
+            return
         async with self.ingestor.lock(symbol, interval):
             info = await self.store.info(symbol, interval)  # another caller may have fetched it meanwhile
-            if info is None:
-                now = now_ms()
-                step = interval_ms(interval)
-                begin = start_ms if start_ms is not None else now - self.settings.history_days * 86_400_000
-                await self.ingestor.ingest(symbol, interval, begin // step * step, end_ms or now + step)
-            elif start_ms is not None and info.first_ms is not None and start_ms < info.first_ms:
-                await self.ingestor.ingest(symbol, interval, start_ms, info.first_ms)
+            if satisfied(info):
+                return
+            step = interval_ms(interval)
+            if info is None or info.origin != origin:
+                begin, finish = await self.ingestor.full_range(symbol, interval, self.settings.history_days)
+                if start_ms is not None and not origin.startswith("csv:"):
+                    begin, finish = start_ms // step * step, (end_ms if end_ms is not None else now_ms() + 1)
+                await self.ingestor.ingest(symbol, interval, begin, finish, deadline)
+            else:
+                await self.ingestor.ingest(symbol, interval, start_ms // step * step, info.first_ms, deadline)
+                info = await self.store.info(symbol, interval)
+                if info is not None and info.first_ms is not None and info.first_ms > start_ms:
+                    self._no_earlier[key] = start_ms  # nothing older exists: do not ask again
 
     async def WatchBars(self, request, context):
         symbols = {check_symbol(s, "symbols") for s in request.symbols}
         interval = check_interval(request.interval) if request.interval else ""
-        async for event in subscribe(self.redis, UPDATES_CHANNEL):
+        if request.after and not _STREAM_ID_RE.match(request.after):
+            raise InvalidArgument("after", f"{request.after[:30]!r} is not a resume_token from WatchBars")
+        after = request.after or await self._retrying(lambda: last_id(self.redis, UPDATES_LOG))
+        async for entry_id, fields in read_stream(self.redis, UPDATES_LOG, after):
+            event = json.loads(fields["event"])
             if (symbols and event["symbol"] not in symbols) or (interval and event["interval"] != interval):
                 continue
-            bars = await self.store.read_bars(event["symbol"], event["interval"], event["first"], event["last"] + 1)
+            bars, _ = await self._retrying(lambda e=event: self.store.read_page(
+                e["symbol"], e["interval"], e["first"], e["last"] + 1, WATCH_BARS_PER_EVENT, newest=True))
             yield fetch_pb2.WatchBarsResponse(
-                symbol=event["symbol"], interval=event["interval"], bars=bars_to_pb(bars[-1000:]),
-                data_version=event["version"], source=event["source"])
+                symbol=event["symbol"], interval=event["interval"], bars=bars_to_pb(bars),
+                data_version=event["version"], source=event["source"], resume_token=entry_id,
+                replaced=bool(event.get("replaced")))
 
+    @staticmethod
+    async def _retrying(call):
+        """A Redis read for a stream: waits out an outage instead of ending the stream."""
+        delay = 0.2
+        while True:
+            try:
+                return await call()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -48,3 +48,25 @@ async def test_backfill_then_incremental_refresh_then_gap_repair(redis_client):
         bars = await store.read_bars("BTC-USD", "1h")
         assert find_gaps(bars["ts"], HOUR) == [] and np.all(np.diff(bars["ts"]) == HOUR)
         await provider.close()
+
+
+async def test_a_used_series_at_another_interval_is_kept_fresh(redis_client):
+    """Defect 3: only the watched interval was refreshed; a series someone asked for at 4h froze."""
+    step = 4 * HOUR
+    now = int(time.time() * 1000)
+    market = SyntheticMarket(now_ms=now - 3 * step)  # the exchange is three 4h bars behind, then catches up
+    with ReplayServer() as server:
+        server.serve_market(market)
+        provider = BinanceProvider(server.url)
+        store = PriceStore(redis_client)
+        scheduler = Scheduler(Ingestor(store, [provider]), Leases(redis_client, 10_000), ["BTC-USD"], "1h",
+                              history_days=3, refresh_s=60)
+        await store.mark_used("ETH-USD", "4h")  # what GetBars does for every series it serves
+        await scheduler.tick()
+        before = (await store.info("ETH-USD", "4h")).last_ms
+        market.now_ms = now
+        await scheduler.tick()
+        after = (await store.info("ETH-USD", "4h")).last_ms
+        await provider.close()
+    assert before == (now - 3 * step) // step * step
+    assert after == now // step * step  # refreshed although the watched interval is 1h

@@ -87,7 +87,7 @@ async def test_write_publishes_update(redis_client):
     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
     event = json.loads(message["data"])
     assert event == {"symbol": "BTC-USD", "interval": "1h", "version": 1, "source": "x", "first": 0,
-                     "last": 3_600_000, "bars": 2}
+                     "last": 3_600_000, "bars": 2, "origin": "x", "replaced": False}
     await pubsub.aclose()
 
 
@@ -99,3 +99,60 @@ async def test_unknown_series_and_listing(redis_client):
     await store.write("ADA-USD", "1h", make_bars([0], [1], [1], [1], [1]), "csv")
     listed = [(s.symbol, s.interval) for s in await store.list_series()]
     assert listed == [("ADA-USD", "1h"), ("BTC-USD", "1d")]
+
+
+async def test_a_write_of_another_origin_replaces_the_series_atomically(redis_client):
+    store = PriceStore(redis_client)
+    await store.write("BTC-USD", "1m", minute_bars(0, CHUNK_BARS * 2, price0=68_000.0), "simulated", "simulated")
+    live = minute_bars(CHUNK_BARS * MIN, 10, price0=50_000.0)  # overlaps the simulated chunks partly
+    result = await store.write("BTC-USD", "1m", live, "binance", "live")
+    assert result.replaced
+    bars = await store.read_bars("BTC-USD", "1m")
+    np.testing.assert_array_equal(bars, live)  # nothing simulated is left, not even outside the new range
+    assert await redis_client.zcard("cl:v1:s:{BTC-USD:1m}:idx") == 1
+    info = await store.info("BTC-USD", "1m")
+    assert (info.origin, info.count, info.first_ms, info.last_ms) == ("live", 10, live["ts"][0], live["ts"][-1])
+    again = await store.write("BTC-USD", "1m", minute_bars(CHUNK_BARS * MIN + 10 * MIN, 5, 50_010.0), "kraken", "live")
+    assert not again.replaced and (await store.info("BTC-USD", "1m")).count == 15  # same origin: merged
+
+
+async def test_provenance_records_which_exchange_served_which_range(redis_client):
+    store = PriceStore(redis_client)
+    await store.write("ETH-USD", "1m", minute_bars(0, 100), "binance", "live")
+    await store.write("ETH-USD", "1m", minute_bars(100 * MIN, 50), "kraken", "live")
+    await store.write("ETH-USD", "1m", minute_bars(120 * MIN, 60), "binance", "live")  # overwrites kraken's tail
+    info = await store.info("ETH-USD", "1m")
+    assert info.provenance == [(0, 99 * MIN, "binance"), (100 * MIN, 119 * MIN, "kraken"),
+                               (120 * MIN, 179 * MIN, "binance")]
+
+
+async def test_read_page_reads_only_what_a_page_needs(redis_client):
+    store = PriceStore(redis_client)
+    bars = minute_bars(0, CHUNK_BARS * 5 + 3)
+    await store.write("SOL-USD", "1m", bars, "x", "live")
+    page, more = await store.read_page("SOL-USD", "1m", 10 * MIN, None, 100)
+    assert more and page["ts"].tolist() == bars["ts"][10:110].tolist()
+    tail, more = await store.read_page("SOL-USD", "1m", None, bars["ts"][-1], 7, newest=True, columns=("ts",))
+    assert more and tail["ts"].tolist() == bars["ts"][-8:-1].tolist() and tail.dtype.names == ("ts",)
+    whole, more = await store.read_page("SOL-USD", "1m", None, None, len(bars))
+    assert not more and len(whole) == len(bars)
+    empty, more = await store.read_page("NOPE-USD", "1m", None, None, 10)
+    assert len(empty) == 0 and not more
+
+
+async def test_every_write_is_logged_in_a_resumable_stream(redis_client):
+    from services.common.events import read_stream
+    from services.common.store import UPDATES_LOG
+
+    store = PriceStore(redis_client)
+    for i in range(3):
+        await store.write("BTC-USD", "1h", make_bars([i * 3_600_000], [1], [1], [1], [1]), "x", "live")
+    seen = []
+    async for entry_id, fields in read_stream(redis_client, UPDATES_LOG, "0-0"):
+        seen.append((entry_id, json.loads(fields["event"])["version"]))
+        if len(seen) == 3:
+            break
+    assert [v for _, v in seen] == [1, 2, 3]
+    async for _, fields in read_stream(redis_client, UPDATES_LOG, seen[0][0]):  # resume after the first
+        assert json.loads(fields["event"])["version"] == 2
+        break

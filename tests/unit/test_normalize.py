@@ -11,7 +11,7 @@ import pytest
 
 from services.common.bars import FLAG_PARTIAL, FLAG_SUSPECT, make_bars
 from services.common.normalize import normalize_bars, to_epoch_ms
-from services.common.csv_bars import load_csv, parse_spec
+from services.common.csv_bars import CsvError, content_hash, load_csv, parse_spec
 from services.fetch.providers.csv_file import CsvProvider
 
 HOUR = 3_600_000
@@ -140,10 +140,64 @@ def test_csv_provider_specs_and_slices(shared_data, tmp_path):
     assert provider.supports("BTC-USD", "1d") and not provider.supports("BTC-USD", "1h")
     bars = asyncio.run(provider.fetch_bars("BTC-USD", "1d", ms("2023-01-01"), ms("2023-01-08")))
     assert len(bars) == 7 and bars["close"][0] == pytest.approx(16614.9, abs=0.5)
-    for bad in ("BTC-USD=x.csv", f"BTC-USD:2h={path}", "BTC-USD:1d=/nonexistent.csv", f"BTCUSD:1d={path}"):
+    for bad in ("BTC-USD=x.csv", f"BTC-USD:2h={path}", f"BTCUSD:1d={path}"):
         with pytest.raises(ValueError, match="bad csv file spec"):
             parse_spec(bad)
     broken = tmp_path / "broken.csv"
     broken.write_text("time,price\n1,2\n")
     with pytest.raises(ValueError, match="missing column"):
         load_csv(broken, "1d")
+
+
+@pytest.mark.parametrize("content, reason", [
+    (None, "no such file"),
+    (b"", "the file is empty"),
+    (b"\n  \n", "the file is empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 20, "binary content"),
+    (b"\xff\xfe\xfa\xfb" * 100 + b"timestamp,open,high,low,close,volume\n", "binary content"),
+    (b"timestamp,open,high,low,close,volume\n1672531200,1,2,0.5,1.5,10\n1672617600,1,2,0.5,1.5,10,99,98\n",
+     "ragged rows"),
+    (b"timestamp,open,high,low,close,volume\nnot-a-time,x,y,z,w,v\n1672617600,-1,-1,-1,-1,1\n", "no valid bar"),
+    (b"timestamp,open,high,low,close,volume\n", "no valid bar"),
+    (b"time,price\n1,2\n", "missing column"),
+])
+def test_bad_csv_files_are_refused_with_one_line_naming_the_file(tmp_path, content, reason):
+    path = tmp_path / "bad.csv"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CsvError) as exc:
+        load_csv(path, "1d")
+    message = str(exc.value)
+    assert message.startswith(str(path)) and reason in message and "\n" not in message
+
+
+def test_a_daily_file_given_as_hourly_is_refused(shared_data):
+    with pytest.raises(CsvError, match="bars are 1d apart, but the file was given as 1h"):
+        load_csv(shared_data / "prices" / "BTCUSD_1d_kraken.csv", "1h")
+
+
+def test_future_bars_are_dropped_and_never_anchor_anything():
+    now = T0 + 100 * HOUR
+    far = 7_000_000_000_000  # the year 2191: inside the 1990-2200 sanity bounds
+    raw = make_bars([T0, T0 + HOUR, now + 2 * HOUR, far], [1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4])
+    result = normalize_bars(raw, HOUR, now_ms=now)
+    assert result.bars["ts"].tolist() == [T0, T0 + HOUR, now + 2 * HOUR]  # within MAX_FUTURE_MS is kept
+    assert result.dropped_future == 1 and result.dropped_invalid == 1
+
+
+def test_csv_file_content_hash_names_the_content(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("timestamp,open,high,low,close,volume\n1,1,1,1,1,1\n")
+    b.write_text("timestamp,open,high,low,close,volume\n1,1,1,1,1,1\n")
+    assert content_hash(a) == content_hash(b)
+    b.write_text("timestamp,open,high,low,close,volume\n1,1,1,1,2,1\n")
+    assert content_hash(a) != content_hash(b)
+
+
+def test_a_csv_row_in_the_far_future_is_dropped_not_the_newest_bar(tmp_path):
+    path = tmp_path / "future.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n"
+                    "1672531200,1,2,0.5,1.5,10\n1672617600,1,2,0.5,1.5,10\n1672704000,1,2,0.5,1.5,10\n"
+                    "7000000000,1,2,0.5,1.5,10\n")  # 2191-10-26
+    result = load_csv(path, "1d", now_ms=1_700_000_000_000)
+    assert result.bars["ts"][-1] == 1_672_704_000_000 and result.dropped_future == 1

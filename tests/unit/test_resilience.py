@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from services.common.bars import make_bars
+from services.common.errors import NotFound, Unavailable
 from services.fetch import provider_metrics
+from services.fetch.ingest import Ingestor
 from services.fetch.providers import binance, coingecko, kraken
 from services.fetch.providers.base import (
     BadResponse,
@@ -19,7 +21,6 @@ from services.fetch.resilience import (
     DEFAULT_LIMITS,
     CircuitBreaker,
     CircuitOpen,
-    ProviderChain,
     RateLimiter,
     ResilientProvider,
     RetryPolicy,
@@ -289,7 +290,7 @@ async def test_a_long_ban_trips_the_breaker_instead_of_waiting(shared_data):
 # --- failover --------------------------------------------------------------------------------------
 
 
-async def test_chain_fails_over_and_says_who_served():
+async def test_ingestor_fails_over_and_says_who_served():
     fake = FakeTime()
     broken = _resilient(FakeProvider("broken", errors=[TemporaryError("broken", "500")] * 100), fake, threshold=1)
     with pytest.raises(TemporaryError):
@@ -299,40 +300,36 @@ async def test_chain_fails_over_and_says_who_served():
     unknown = FakeProvider("unknown", errors=[Unsupported("unknown", "no pair")] * 2)
     failing = FakeProvider("failing", errors=[BadResponse("failing", "html")] * 2)
     good = FakeProvider("good", price=42.0)
-    chain = ProviderChain([broken, picky, unknown, failing, good])
+    chain = Ingestor(None, [broken, picky, unknown, failing, good])
     calls_before = broken.inner.calls
-    bars, source = await chain.fetch_with_source("BTC-USD", "1h", 0, HOUR)
+    bars, source = await chain.fetch("BTC-USD", "1h", 0, HOUR)
     assert source == "good" and bars["close"].tolist() == [42.0] * 3
-    assert broken.inner.calls == calls_before and picky.calls == 0  # skipped, not called
+    assert broken.inner.calls == calls_before and picky.calls == 0  # open breaker and unsupported: not called
     assert unknown.calls == 1 and failing.calls == 1
-    await chain.fetch_bars("BTC-USD", "1h", 0, HOUR)
-    assert chain.last_source == "good"
 
 
-async def test_chain_errors_when_nobody_serves():
-    nobody = ProviderChain([FakeProvider("a", supported=False), FakeProvider("b", errors=[Unsupported("b", "no")])])
-    with pytest.raises(Unsupported):
-        await nobody.fetch_bars("BTC-USD", "1h", 0, HOUR)
-    all_fail = ProviderChain([FakeProvider("a", errors=[TemporaryError("a", "500")]),
-                              FakeProvider("b", errors=[RateLimited("b", "429")])])
-    with pytest.raises(TemporaryError, match="every provider failed"):
-        await all_fail.fetch_bars("BTC-USD", "1h", 0, HOUR)
+async def test_ingestor_errors_when_nobody_serves():
+    with pytest.raises(NotFound):
+        await Ingestor(None, [FakeProvider("a", supported=False)]).fetch("BTC-USD", "1h", 0, HOUR)
+    all_fail = Ingestor(None, [FakeProvider("a", errors=[TemporaryError("a", "500")]),
+                               FakeProvider("b", errors=[RateLimited("b", "429")])])
+    with pytest.raises(Unavailable, match="every provider failed"):
+        await all_fail.fetch("BTC-USD", "1h", 0, HOUR)
 
 
-async def test_chain_over_http_fails_over_from_binance_to_kraken():
+async def test_ingestor_over_http_fails_over_from_binance_to_kraken():
     fake = FakeTime()
     with ReplayServer() as srv:
         market = SyntheticMarket()
         srv.serve_market(market)
         srv.add_fault(Fault("502", path="/api/v3/klines"), times=100)
-        chain = ProviderChain([
-            _resilient(binance.BinanceProvider(srv.url, timeout_s=2.0), fake, attempts=2),
-            _resilient(kraken.KrakenProvider(srv.url, timeout_s=2.0), fake),
-        ])
+        providers = [_resilient(binance.BinanceProvider(srv.url, timeout_s=2.0), fake, attempts=2),
+                     _resilient(kraken.KrakenProvider(srv.url, timeout_s=2.0), fake)]
         try:
-            bars, source = await chain.fetch_with_source("BTC-USD", "1h", START, START + 24 * HOUR)
+            bars, source = await Ingestor(None, providers).fetch("BTC-USD", "1h", START, START + 24 * HOUR)
         finally:
-            await chain.close()
+            for provider in providers:
+                await provider.close()
     assert source == "kraken"
     assert [tuple(r)[:6] for r in bars.tolist()] == market.bars(HOUR, START, START + 24 * HOUR)
     assert [r.path for r in srv.requests] == ["/api/v3/klines", "/api/v3/klines", "/0/public/OHLC"]
@@ -367,7 +364,7 @@ async def test_backfill_survives_30_percent_random_failures_within_the_rate(redi
         finally:
             await provider.close()
         log = srv.requests
-    assert result.source == "binance" and result.write.version == 1  # one write: the whole range at once
+    assert result.source == "binance" and result.version == 1  # one write: the whole range at once
     bars = await store.read_bars("BTC-USD", "1m")
     assert [tuple(r)[:6] for r in bars.tolist()] == market.bars(MINUTE, START, end)  # complete and exact
     faults = [r.fault for r in log if r.fault]

@@ -26,7 +26,7 @@ from cryptolens.v1 import common_pb2 as cryptolens_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ryptolens/v1/fetch.proto\x12\rcryptolens.v1\x1a\x1a\x63ryptolens/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12ListSymbolsRequest\"\xd7\x01\n\nSeriesInfo\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12)\n\x05\x66irst\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x04last\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\"\n\x0c\x64\x61ta_version\x18\x07 \x01(\x03R\x0c\x64\x61ta_version\x12\x0f\n\x07watched\x18\x08 \x01(\x08\"S\n\x13ListSymbolsResponse\x12)\n\x06series\x18\x01 \x03(\x0b\x32\x19.cryptolens.v1.SeriesInfo\x12\x11\n\twatchlist\x18\x02 \x03(\t\"\x87\x01\n\x0f\x42\x61\x63kfillRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xac\x01\n\x10\x42\x61\x63kfillResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\x12 \n\x0b\x62\x61rs_stored\x18\x03 \x01(\x03R\x0b\x62\x61rs_stored\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\"\n\x0c\x64\x61ta_version\x18\x05 \x01(\x03R\x0c\x64\x61ta_version\x12 \n\x04gaps\x18\x06 \x03(\x0b\x32\x12.cryptolens.v1.Gap\"\xa7\x01\n\x0eGetBarsRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\x12\x10\n\x08lookback\x18\x03 \x01(\t\x12)\n\x05start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x06 \x01(\x05\"\xab\x01\n\x0fGetBarsResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\x12 \n\x04\x62\x61rs\x18\x03 \x03(\x0b\x32\x12.cryptolens.v1.Bar\x12\x0e\n\x06source\x18\x04 \x01(\t\x12 \n\x04gaps\x18\x05 \x03(\x0b\x32\x12.cryptolens.v1.Gap\x12\"\n\x0c\x64\x61ta_version\x18\x06 \x01(\x03R\x0c\x64\x61ta_version\"5\n\x10WatchBarsRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\"\x8b\x01\n\x11WatchBarsResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\x12 \n\x04\x62\x61rs\x18\x03 \x03(\x0b\x32\x12.cryptolens.v1.Bar\x12\"\n\x0c\x64\x61ta_version\x18\x04 \x01(\x03R\x0c\x64\x61ta_version\x12\x0e\n\x06source\x18\x05 \x01(\t2\xcd\x02\n\x0c\x46\x65tchService\x12T\n\x0bListSymbols\x12!.cryptolens.v1.ListSymbolsRequest\x1a\".cryptolens.v1.ListSymbolsResponse\x12K\n\x08\x42\x61\x63kfill\x12\x1e.cryptolens.v1.BackfillRequest\x1a\x1f.cryptolens.v1.BackfillResponse\x12H\n\x07GetBars\x12\x1d.cryptolens.v1.GetBarsRequest\x1a\x1e.cryptolens.v1.GetBarsResponse\x12P\n\tWatchBars\x12\x1f.cryptolens.v1.WatchBarsRequest\x1a .cryptolens.v1.WatchBarsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ryptolens/v1/fetch.proto\x12\rcryptolens.v1\x1a\x1a\x63ryptolens/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12ListSymbolsRequest\"\xc4\x02\n\nSeriesInfo\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12)\n\x05\x66irst\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x04last\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\"\n\x0c\x64\x61ta_version\x18\x07 \x01(\x03R\x0c\x64\x61ta_version\x12\x0f\n\x07watched\x18\x08 \x01(\x08\x12\x0e\n\x06origin\x18\t \x01(\t\x12.\n\nprovenance\x18\n \x03(\x0b\x32\x1a.cryptolens.v1.SourceRange\x12+\n\tfreshness\x18\x0b \x01(\x0b\x32\x18.cryptolens.v1.Freshness\"r\n\x0bSourceRange\x12)\n\x05\x66irst\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x04last\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x03 \x01(\t\"S\n\x13ListSymbolsResponse\x12)\n\x06series\x18\x01 \x03(\x0b\x32\x19.cryptolens.v1.SeriesInfo\x12\x11\n\twatchlist\x18\x02 \x03(\t\"\x87\x01\n\x0f\x42\x61\x63kfillRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xac\x01\n\x10\x42\x61\x63kfillResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\x12 \n\x0b\x62\x61rs_stored\x18\x03 \x01(\x03R\x0b\x62\x61rs_stored\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\"\n\x0c\x64\x61ta_version\x18\x05 \x01(\x03R\x0c\x64\x61ta_version\x12 \n\x04gaps\x18\x06 \x03(\x0b\x32\x12.cryptolens.v1.Gap\"\xe5\x01\n\x0eGetBarsRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\x12\x10\n\x08lookback\x18\x03 \x01(\t\x12)\n\x05start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x06 \x01(\x05\x12\x1c\n\tpage_size\x18\x07 \x01(\x05R\tpage_size\x12\x1e\n\npage_token\x18\x08 \x01(\tR\npage_token\"\xc2\x02\n\x0fGetBarsResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\x12 \n\x04\x62\x61rs\x18\x03 \x03(\x0b\x32\x12.cryptolens.v1.Bar\x12\x0e\n\x06source\x18\x04 \x01(\t\x12 \n\x04gaps\x18\x05 \x03(\x0b\x32\x12.cryptolens.v1.Gap\x12\"\n\x0c\x64\x61ta_version\x18\x06 \x01(\x03R\x0c\x64\x61ta_version\x12(\n\x0fnext_page_token\x18\x07 \x01(\tR\x0fnext_page_token\x12+\n\tfreshness\x18\x08 \x01(\x0b\x32\x18.cryptolens.v1.Freshness\x12\x0e\n\x06origin\x18\t \x01(\t\x12.\n\nprovenance\x18\n \x03(\x0b\x32\x1a.cryptolens.v1.SourceRange\"D\n\x10WatchBarsRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\t\"\xc1\x01\n\x11WatchBarsResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08interval\x18\x02 \x01(\t\x12 \n\x04\x62\x61rs\x18\x03 \x03(\x0b\x32\x12.cryptolens.v1.Bar\x12\"\n\x0c\x64\x61ta_version\x18\x04 \x01(\x03R\x0c\x64\x61ta_version\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\"\n\x0cresume_token\x18\x06 \x01(\tR\x0cresume_token\x12\x10\n\x08replaced\x18\x07 \x01(\x08\x32\xcd\x02\n\x0c\x46\x65tchService\x12T\n\x0bListSymbols\x12!.cryptolens.v1.ListSymbolsRequest\x1a\".cryptolens.v1.ListSymbolsResponse\x12K\n\x08\x42\x61\x63kfill\x12\x1e.cryptolens.v1.BackfillRequest\x1a\x1f.cryptolens.v1.BackfillResponse\x12H\n\x07GetBars\x12\x1d.cryptolens.v1.GetBarsRequest\x1a\x1e.cryptolens.v1.GetBarsResponse\x12P\n\tWatchBars\x12\x1f.cryptolens.v1.WatchBarsRequest\x1a .cryptolens.v1.WatchBarsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,21 +36,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSYMBOLSREQUEST']._serialized_start=105
   _globals['_LISTSYMBOLSREQUEST']._serialized_end=125
   _globals['_SERIESINFO']._serialized_start=128
-  _globals['_SERIESINFO']._serialized_end=343
-  _globals['_LISTSYMBOLSRESPONSE']._serialized_start=345
-  _globals['_LISTSYMBOLSRESPONSE']._serialized_end=428
-  _globals['_BACKFILLREQUEST']._serialized_start=431
-  _globals['_BACKFILLREQUEST']._serialized_end=566
-  _globals['_BACKFILLRESPONSE']._serialized_start=569
-  _globals['_BACKFILLRESPONSE']._serialized_end=741
-  _globals['_GETBARSREQUEST']._serialized_start=744
-  _globals['_GETBARSREQUEST']._serialized_end=911
-  _globals['_GETBARSRESPONSE']._serialized_start=914
-  _globals['_GETBARSRESPONSE']._serialized_end=1085
-  _globals['_WATCHBARSREQUEST']._serialized_start=1087
-  _globals['_WATCHBARSREQUEST']._serialized_end=1140
-  _globals['_WATCHBARSRESPONSE']._serialized_start=1143
-  _globals['_WATCHBARSRESPONSE']._serialized_end=1282
-  _globals['_FETCHSERVICE']._serialized_start=1285
-  _globals['_FETCHSERVICE']._serialized_end=1618
+  _globals['_SERIESINFO']._serialized_end=452
+  _globals['_SOURCERANGE']._serialized_start=454
+  _globals['_SOURCERANGE']._serialized_end=568
+  _globals['_LISTSYMBOLSRESPONSE']._serialized_start=570
+  _globals['_LISTSYMBOLSRESPONSE']._serialized_end=653
+  _globals['_BACKFILLREQUEST']._serialized_start=656
+  _globals['_BACKFILLREQUEST']._serialized_end=791
+  _globals['_BACKFILLRESPONSE']._serialized_start=794
+  _globals['_BACKFILLRESPONSE']._serialized_end=966
+  _globals['_GETBARSREQUEST']._serialized_start=969
+  _globals['_GETBARSREQUEST']._serialized_end=1198
+  _globals['_GETBARSRESPONSE']._serialized_start=1201
+  _globals['_GETBARSRESPONSE']._serialized_end=1523
+  _globals['_WATCHBARSREQUEST']._serialized_start=1525
+  _globals['_WATCHBARSREQUEST']._serialized_end=1593
+  _globals['_WATCHBARSRESPONSE']._serialized_start=1596
+  _globals['_WATCHBARSRESPONSE']._serialized_end=1789
+  _globals['_FETCHSERVICE']._serialized_start=1792
+  _globals['_FETCHSERVICE']._serialized_end=2125
 # @@protoc_insertion_point(module_scope)

@@ -79,6 +79,7 @@ class FetchServiceServicer:
 
     def GetBars(self, request, context):
         """Returns stored bars for a window, fetching through to a provider when the range is missing.
+        Answers in pages of at most 10,000 bars; a window wider than the window cap is refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,6 +87,7 @@ class FetchServiceServicer:
 
     def WatchBars(self, request, context):
         """Streams bars as they are written (live refresh, backfills), one message per write.
+        Resumable: pass the last `resume_token` seen as `after` to miss nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -51,6 +51,11 @@ class Unsupported(ProviderError):
 
 class Provider(abc.ABC):
     name: str = "provider"
+    origin: str = "live"  # what a series it fills is: "live" (an exchange/API), "simulated", "csv"
+
+    def origin_of(self, symbol: str, interval: str) -> str:
+        """The origin recorded for a series this provider serves (one origin per series)."""
+        return self.origin
 
     @abc.abstractmethod
     def supports(self, symbol: str, interval: str) -> bool:
@@ -59,10 +64,6 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def fetch_bars(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> np.ndarray:
         """Normalised bars with open time in [start_ms, end_ms)."""
-
-    def symbols(self) -> list[str]:
-        """Symbols this provider knows it can serve without asking (empty = ask per symbol)."""
-        return []
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release network resources."""

@@ -154,9 +154,6 @@ class CoinGeckoProvider(HttpProvider):
         coin, vs = self.coin_ids.get(base), VS_CURRENCIES.get(quote)
         return (coin, vs) if coin and vs else None
 
-    def symbols(self) -> list[str]:
-        return [f"{base}-USD" for base in self.coin_ids]
-
     def supports(self, symbol: str, interval: str) -> bool:
         try:
             check_symbol(symbol)

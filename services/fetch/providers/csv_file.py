@@ -1,24 +1,30 @@
 """The csv provider: replays files such as ../shared/data/prices/*.csv (see services.common.csv_bars).
 
-Each file is read and normalised once, then served from memory.
+Each file is served whole, at the interval it was given with, read and normalised once (off the
+event loop) and then served from memory. A series it fills has the origin ``csv:<content hash>``,
+so a changed file, or another file for the same series, replaces what an earlier run stored.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
 
-from services.common.csv_bars import load_csv, parse_spec
-from services.fetch.providers.base import Provider
+from services.common.csv_bars import CsvError, content_hash, load_csv, parse_spec
+from services.fetch.providers.base import Provider, ProviderError
 
 
 class CsvProvider(Provider):
     name = "csv"
+    origin = "csv"
 
     def __init__(self, files: dict[tuple[str, str], Path]):
         self.files = files
+        self.hashes = {key: content_hash(path) for key, path in files.items()}
         self._loaded: dict[tuple[str, str], np.ndarray] = {}
+        self._lock = asyncio.Lock()
 
     @classmethod
     def from_specs(cls, specs: list[str]) -> "CsvProvider":
@@ -33,16 +39,27 @@ class CsvProvider(Provider):
     def supports(self, symbol: str, interval: str) -> bool:
         return (symbol, interval) in self.files
 
-    def symbols(self) -> list[str]:
-        return sorted({s for s, _ in self.files})
+    def origin_of(self, symbol: str, interval: str) -> str:
+        return f"csv:{self.hashes[(symbol, interval)]}"
 
-    def series(self, symbol: str, interval: str) -> np.ndarray:
+    async def series(self, symbol: str, interval: str) -> np.ndarray:
+        """The whole file, normalised."""
         key = (symbol, interval)
-        if key not in self._loaded:
-            self._loaded[key] = load_csv(self.files[key], interval).bars
+        async with self._lock:
+            if key not in self._loaded:
+                try:
+                    result = await asyncio.to_thread(load_csv, self.files[key], interval)
+                except CsvError as exc:  # checked at start, but changed or removed since
+                    raise ProviderError(self.name, str(exc)) from None
+                self._loaded[key] = result.bars
         return self._loaded[key]
 
+    async def extent(self, symbol: str, interval: str) -> tuple[int, int]:
+        """[first bar, last bar + 1) of the file: the range that loads it whole."""
+        ts = (await self.series(symbol, interval))["ts"]
+        return int(ts[0]), int(ts[-1]) + 1
+
     async def fetch_bars(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> np.ndarray:
-        bars = self.series(symbol, interval)
+        bars = await self.series(symbol, interval)
         lo, hi = np.searchsorted(bars["ts"], [start_ms, end_ms])
         return bars[lo:hi]

@@ -19,6 +19,7 @@ class KnownAssets(Provider):
     def __init__(self, inner: Provider, bases=SIMULATED_BASES, quotes=SIMULATED_QUOTES):
         self.inner = inner
         self.name = inner.name
+        self.origin = inner.origin
         self.bases, self.quotes = set(bases), set(quotes)
 
     def supports(self, symbol: str, interval: str) -> bool:
@@ -47,18 +48,20 @@ def _http_provider(name: str, settings) -> Provider:
     return ResilientProvider(inner)
 
 
-def build_providers(settings) -> tuple[list[Provider], Provider | None]:
-    """(chain, fallback) for a provider setting such as 'live', 'simulated', 'csv' or 'binance,kraken'."""
+def build_providers(settings) -> list[Provider]:
+    """The providers of a setting such as 'live', 'simulated', 'csv', 'csv,binance' or 'binance,kraken'.
+
+    Simulated never mixes with anything: it is a mode of its own, not a fallback for live data.
+    """
     names = settings.provider.split(",")
-    if "live" in names:
-        names = [*LIVE_CHAIN, "simulated"]
-    chain: list[Provider] = []
-    for name in names:
+    if names == ["simulated"]:
+        return [KnownAssets(SimulatedProvider(seed=settings.seed))]
+    providers: list[Provider] = []
+    for name in dict.fromkeys(n for part in names for n in (LIVE_CHAIN if part == "live" else (part,))):
         if name == "csv":
             from services.fetch.providers.csv_file import CsvProvider
 
-            chain.append(CsvProvider.from_specs(settings.csv_file))
-        elif name in LIVE_CHAIN:
-            chain.append(_http_provider(name, settings))
-    fallback = KnownAssets(SimulatedProvider(seed=settings.seed)) if "simulated" in names else None
-    return chain, fallback
+            providers.append(CsvProvider.from_specs(settings.csv_file))
+        else:
+            providers.append(_http_provider(name, settings))
+    return providers

@@ -11,6 +11,7 @@ Every bar says ``source: simulated``; the bar that is still open is flagged part
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
@@ -114,20 +115,17 @@ def _daily_bars(seed: int, symbol: str, first_day: int, last_day: int, levels: n
 
 class SimulatedProvider(Provider):
     name = "simulated"
+    origin = "simulated"
 
-    def __init__(self, symbols: list[str] | None = None, seed: int = 7, now_ms=None):
+    def __init__(self, seed: int = 7, now_ms=None):
         self.seed = seed
-        self._symbols = list(symbols or [])
         self._now_ms = now_ms or (lambda: int(time.time() * 1000))
 
     def supports(self, symbol: str, interval: str) -> bool:
         return interval in INTERVAL_MS and "-" in symbol
 
-    def symbols(self) -> list[str]:
-        return self._symbols
-
     async def fetch_bars(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> np.ndarray:
-        return self.bars(symbol, interval, start_ms, end_ms)
+        return await asyncio.to_thread(self.bars, symbol, interval, start_ms, end_ms)  # CPU: off the event loop
 
     def bars(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> np.ndarray:
         """Bars with open time in [start_ms, end_ms), only up to now (the current one partial)."""
