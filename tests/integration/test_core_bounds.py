@@ -46,7 +46,7 @@ def stack(tmp_path_factory):
     redis = RedisServer(tmp_path_factory.mktemp("bounds-redis"))  # its own: the test reads its memory use
     redis.start()
     stack = Stack(redis.url, tmp_path_factory.mktemp("bounds"))
-    stack.add("fetch", "--provider", "simulated", "--refresh-s", "3600", "--history-days", "2")
+    stack.add("fetch", "--provider", "simulated", "--refresh-s", "3600", "--lease-s", "7200", "--history-days", "2")
     stack.add("core", "--result-cache-mb", "1", "--fetch-timeout-s", "120")
     try:
         stack["fetch"].wait_serving()

@@ -61,7 +61,7 @@ def stack(tmp_path_factory):
 
 def start_fetch(stack) -> None:
     if "fetch" not in stack.services:
-        stack.add("fetch", "--provider", "simulated", "--refresh-s", "3600", "--history-days", "2")
+        stack.add("fetch", "--provider", "simulated", "--refresh-s", "3600", "--lease-s", "7200", "--history-days", "2")
     stack["fetch"].wait_serving()
 
 
