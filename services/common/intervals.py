@@ -11,6 +11,7 @@ MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 YEAR_DAYS = 365  # crypto trades 24/7: annualise on a 365-day year
+MAX_LOOKBACK_MS = 100 * YEAR_DAYS * DAY_MS  # longer is no window but a typo (and overflows int64 ms)
 
 INTERVAL_MS = {
     "1m": MINUTE_MS,
@@ -54,7 +55,10 @@ def parse_lookback(text: str, field: str = "lookback") -> int:
     match = _LOOKBACK_RE.match((text or "").strip())
     if not match or int(match.group(1)) <= 0:
         raise InvalidArgument(field, f"{short(text)} is not a lookback such as '24h', '30d' or '1y'")
-    return int(match.group(1)) * _LOOKBACK_UNIT_MS[match.group(2)]
+    span = int(match.group(1)) * _LOOKBACK_UNIT_MS[match.group(2)]
+    if span > MAX_LOOKBACK_MS:
+        raise InvalidArgument(field, f"{short(text)} is longer than {MAX_LOOKBACK_MS // (YEAR_DAYS * DAY_MS)} years")
+    return span
 
 
 @dataclass(frozen=True)

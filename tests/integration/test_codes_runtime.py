@@ -10,6 +10,7 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf import descriptor_pool
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from cryptolens.v1 import alerts_pb2, core_pb2, fetch_pb2
 from services.common.errors import MAX_MESSAGE_CHARS
@@ -80,3 +81,23 @@ def test_a_huge_bad_value_is_quoted_short(stack, name, path, message, streaming,
     details = error.details()
     assert details.startswith(f"{field}: ") and "AAAA" in details
     assert len(details) <= MAX_MESSAGE_CHARS and "1,000,000 chars" in details
+
+
+YEAR_2200 = Timestamp(seconds=7_258_118_400)
+
+
+@pytest.mark.parametrize("name, path, message, field", [
+    ("core", "/cryptolens.v1.CoreService/GetStats",
+     core_pb2.GetStatsRequest(symbol="BTC-USD", start=Timestamp(seconds=10**15)), "start"),
+    ("core", "/cryptolens.v1.CoreService/GetTimeseries",
+     core_pb2.GetTimeseriesRequest(symbol="BTC-USD", lookback="1d", end=YEAR_2200), "end"),
+    ("fetch", "/cryptolens.v1.FetchService/Backfill",
+     fetch_pb2.BackfillRequest(symbol="BTC-USD", start=Timestamp(seconds=-10**15)), "start"),
+    ("fetch", "/cryptolens.v1.FetchService/GetBars", fetch_pb2.GetBarsRequest(symbol="BTC-USD", end=YEAR_2200), "end"),
+    ("alerts", "/cryptolens.v1.AlertsService/Backtest",
+     alerts_pb2.BacktestRequest(rule="price_drop", symbol="BTC-USD", start=Timestamp(nanos=-1)), "start"),
+])
+def test_timestamps_out_of_range_or_in_the_future_are_invalid_argument(stack, name, path, message, field):
+    error = call_raw(stack[name].addr, path, message.SerializeToString(), False)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
+    assert error.details().startswith(f"{field}: ")
