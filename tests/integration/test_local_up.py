@@ -274,6 +274,13 @@ def test_a_killed_child_is_restarted_and_nothing_else_stops(tmp_path, ups):
     assert {name: up.pid_of(f":{up.port(6379)}" if name == "redis" else f"serve {name}") for name in others} == others
     assert up.log().count("cryptolens up: core was killed by SIGKILL") == 1
     assert "restarting it in 1 s" in up.log()
+
+    # A second stack on the same data dir would start a second Redis on the same files: refused.
+    second = Up(tmp_path, pick_offset(), "--no-ui", "--data-dir", str(tmp_path / "data"), run=2)
+    ups.append(second.start())
+    assert second.proc.wait(timeout=30) == 1
+    assert second.log().strip().splitlines() == [f"cryptolens up: another cryptolens up is using the data dir "
+                                                 f"{tmp_path / 'data'}"]
     assert up.ctrl_c() == 0
     assert_calm(up.log())
 
