@@ -9,7 +9,6 @@ Ctrl-C/SIGTERM, the services before Redis.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import fcntl
 import os
 import signal
@@ -81,11 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel sends SIGTERM if `cryptolens up` dies, even by SIGKILL,
-    so no orphan keeps the ports or the data folder."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# Run before the child's own program: the kernel sends it SIGTERM when `cryptolens up` dies, even
+# by SIGKILL, so no orphan keeps the ports or the data dir. A tiny exec trampoline rather than
+# Popen(preexec_fn=...): forking a process whose gRPC threads are running is not safe.
+_DIE_WITH_PARENT = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "  # PR_SET_PDEATHSIG
+                    "os.getppid() == int(sys.argv[1]) or sys.exit(1); os.execvp(sys.argv[2], sys.argv[2:])")
+
+
+def _dying_with_parent(argv: list[str]) -> list[str]:
+    if not sys.platform.startswith("linux"):
+        return argv
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
 
 
 def _grpc_serving(port: int) -> Callable[[], bool]:
@@ -147,8 +152,8 @@ class Child:
     def start(self) -> None:
         out = subprocess.DEVNULL if self.quiet else None
         # Redis gets its own session: Ctrl-C in the terminal stops the services first, Redis last.
-        self.proc = subprocess.Popen(self.argv, env={**os.environ, **self.env}, stdout=out,
-                                     start_new_session=self.quiet, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(_dying_with_parent(self.argv), env={**os.environ, **self.env}, stdout=out,
+                                     start_new_session=self.quiet)
         self.started = time.monotonic()
 
 

@@ -15,8 +15,11 @@ import time
 
 import redis.exceptions
 
+from services.common.errors import Unavailable
+
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
-_OUTAGES = (ConnectionError, TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# A dependency that is down (Redis, a peer service, a provider): an outage, not a bug.
+_OUTAGES = (ConnectionError, TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, Unavailable)
 REPEAT_WINDOW_S = 60.0
 
 

@@ -7,6 +7,7 @@ import logging
 
 import redis.exceptions
 
+from services.common.errors import Unavailable
 from services.common.logs import JsonFormatter, QuietRepeats
 
 
@@ -35,6 +36,8 @@ def test_an_outage_is_one_line_a_bug_keeps_its_traceback():
         "Error 111 connecting to 127.0.0.1:6379.\nConnection refused."))))
     assert outage["error"] == "ConnectionError: Error 111 connecting to 127.0.0.1:6379. Connection refused."
     assert "exc" not in outage
+    peer_down = json.loads(formatter.format(record("evaluation failed", exc=Unavailable("Fetch service is down"))))
+    assert peer_down["error"] == "Unavailable: Fetch service is down"
     try:
         raise KeyError("bug")
     except KeyError as exc:
