@@ -145,8 +145,13 @@ def last_log_line(folder: Path) -> str:
     return re.sub(r"^\d+:\w \d\d \w{3} \d{4} [\d:.]+ [#*.-] ", "", lines[-1]) if lines else ""
 
 
-def holds_data(folder: Path) -> bool:
-    return any(p.name != "redis.log" for p in folder.iterdir()) if folder.is_dir() else False
+_LOAD_FAILURE_RE = re.compile(r"append only|\baof\b|\brdb\b|\bload|\bdb\b", re.IGNORECASE)
+
+
+def could_not_load(folder: Path) -> bool:
+    """Did the server stop because it could not read the data in ``folder`` (not, say, a taken port)?"""
+    has_data = folder.is_dir() and any(p.name != "redis.log" for p in folder.iterdir())
+    return has_data and bool(_LOAD_FAILURE_RE.search(last_log_line(folder)))
 
 
 def move_aside(folder: Path) -> Path:

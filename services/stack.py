@@ -174,6 +174,7 @@ class Stack:
         self.redis_url = args.redis_url
         self.redis: Child | None = None
         self.redis_folder: Path | None = None
+        self.redis_choice: tuple[Path, local_redis.ServerBinary, int] | None = None
         self.redis_note = ""
         self._lock = None
 
@@ -203,7 +204,7 @@ class Stack:
         folder = data / server.name
         folder.mkdir(exist_ok=True)
         port = local_redis.choose_port(REDIS_PORT + self.args.port_offset, data)
-        local_redis.remember(data, server, port)
+        self.redis_choice = (data, server, port)  # remembered in the data dir once it has started
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         self.redis_note = f"({server.kind} {server.version}, data in {folder})"
         self.redis = Child("redis", local_redis.argv(server, port, folder), _redis_answers(port), quiet=True)
@@ -246,9 +247,11 @@ class Stack:
             try:
                 self.wait_ready(child, deadline)
             except ChildFailed:
-                if child is not self.redis or not local_redis.holds_data(self.redis_folder):
+                if child is not self.redis or not local_redis.could_not_load(self.redis_folder):
                     raise
                 self.start_redis_empty(deadline)
+            if child is self.redis:
+                local_redis.remember(*self.redis_choice)
 
     def start_redis_empty(self, deadline: float) -> None:
         """Never a stack that will not start: keep unreadable data aside and start with none."""

@@ -105,3 +105,19 @@ def test_the_server_that_wrote_the_data_dir_runs_again(monkeypatch, tmp_path):
     assert local_redis.choose_server("", tmp_path).path == redis_server  # another major version: not reused
     with pytest.raises(SystemExit, match="no such executable"):
         local_redis.choose_server("/nonexistent/redis-server", tmp_path)
+
+
+def test_only_a_load_failure_moves_data_aside(tmp_path):
+    folder = tmp_path / "redis-7"
+    (folder / "appendonlydir").mkdir(parents=True)
+    log = folder / "redis.log"
+    log.write_text("1:M 01 Dec 2026 07:57:33.224 # Bad file format reading the append only file x.rdb\n")
+    assert local_redis.could_not_load(folder)
+    assert local_redis.last_log_line(folder) == "Bad file format reading the append only file x.rdb"
+    log.write_text("1:M 01 Dec 2026 07:57:33.224 # Failed listening on port 6379 (tcp), aborting.\n")
+    assert not local_redis.could_not_load(folder)  # a taken port is no reason to hide good data
+    (folder / "appendonlydir").rmdir()
+    log.write_text("1:M 01 Dec 2026 07:57:33.224 # Bad file format reading the append only file x.rdb\n")
+    assert not local_redis.could_not_load(folder)  # nothing to move
+    kept = local_redis.move_aside(tmp_path / "redis-7")
+    assert kept.name == "redis-7.unreadable-1" and not folder.exists()
