@@ -275,6 +275,22 @@ def test_a_killed_child_is_restarted_and_nothing_else_stops(tmp_path, ups):
     assert up.log().count("cryptolens up: core was killed by SIGKILL") == 1
     assert "restarting it in 1 s" in up.log()
 
+    # Redis too: restarted on its port and data dir, the services find it again by themselves.
+    redis_sync.Redis.from_url(up.redis_url).set("test:marker", "kept")
+    time.sleep(1.5)  # appendfsync everysec
+    os.kill(others["redis"], signal.SIGKILL)
+    def recovered() -> bool:
+        redis_pids = [p for p, cmd in descendants(up.proc.pid).items() if f":{up.port(6379)}" in cmd]
+        return (redis_pids not in ([], [others["redis"]]) and "redis was killed by SIGKILL" in up.log()
+                and all(serving(up.port(p)) for p in (50051, 50052, 50053)))
+
+    deadline = time.monotonic() + 30
+    while not recovered():
+        assert time.monotonic() < deadline, "the stack did not recover from a Redis kill:\n" + up.log()[-3000:]
+        time.sleep(0.1)
+    assert redis_sync.Redis.from_url(up.redis_url).get("test:marker") == b"kept"
+    assert stats_count(up) > 0
+
     # A second stack on the same data dir would start a second Redis on the same files: refused.
     second = Up(tmp_path, pick_offset(), "--no-ui", "--data-dir", str(tmp_path / "data"), run=2)
     ups.append(second.start())
