@@ -287,11 +287,15 @@ class ServiceRuntime:
         name = self.service.full_names[0]
         REDIS_UP.labels(name).set(0)
         ready = False  # on_redis(True) succeeded since Redis last became reachable
+        first = True
         while True:
             try:
                 up = bool(await asyncio.wait_for(self.redis.ping(), timeout=self.settings.redis_check_s))
             except Exception:  # noqa: BLE001 - any failure means "not reachable"
                 up = False
+            if first and not up:
+                log.warning("redis not reachable yet; waiting for it")
+            first = False
             if up != self.redis_up:
                 self.redis_up = up
                 REDIS_UP.labels(name).set(1 if up else 0)

@@ -52,6 +52,7 @@ def test_health_follows_redis_and_recovers_by_itself(tmp_path):
     lines = [json.loads(line) for line in service.log().splitlines() if line.startswith("{")]
     messages = [entry["msg"] for entry in lines]
     assert "redis reachable" in messages and "redis lost" in messages and "shutting down" in messages
+    assert messages.count("redis not reachable yet; waiting for it") == 1  # at start, once, not per check
     assert all({"ts", "level", "service", "msg"} <= set(entry) for entry in lines)
 
 
