@@ -181,6 +181,8 @@ class Stack:
     # --- the plan ------------------------------------------------------------------------
     def check_ports(self) -> None:
         wanted = [p for pair in self.ports.values() for p in pair] + ([] if self.args.no_ui else [self.ui_port])
+        if not all(0 < p < 65536 for p in [*wanted, REDIS_PORT + self.args.port_offset]):
+            raise SystemExit(f"cryptolens up: --port-offset {self.args.port_offset} moves ports outside 1-65535")
         taken = [p for p in wanted if not local_redis.port_free(p, self.args.host)]
         if taken:
             raise SystemExit(f"cryptolens up: port(s) {', '.join(map(str, taken))} already in use on {self.args.host} "
