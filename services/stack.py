@@ -143,17 +143,18 @@ class Child:
     argv: list[str]
     ready: Callable[[], bool]
     env: dict[str, str] = field(default_factory=dict)
-    quiet: bool = False  # output goes to its own log file (Redis), not the terminal
+    # Redis: its output goes to its own log file, and it runs in its own session, so a terminal's
+    # Ctrl-C reaches the services first and Redis is stopped last, once they drained.
+    background: bool = False
     proc: subprocess.Popen | None = None
     started: float = 0.0
     failures: int = 0  # deaths in a row, for the backoff
     restart_at: float | None = None
 
     def start(self) -> None:
-        out = subprocess.DEVNULL if self.quiet else None
-        # Redis gets its own session: Ctrl-C in the terminal stops the services first, Redis last.
-        self.proc = subprocess.Popen(_dying_with_parent(self.argv), env={**os.environ, **self.env}, stdout=out,
-                                     start_new_session=self.quiet)
+        self.proc = subprocess.Popen(_dying_with_parent(self.argv), env={**os.environ, **self.env},
+                                     stdout=subprocess.DEVNULL if self.background else None,
+                                     start_new_session=self.background)
         self.started = time.monotonic()
 
 
@@ -209,7 +210,7 @@ class Stack:
         self.redis_choice = (data, server, port)  # remembered in the data dir once it has started
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         self.redis_note = f"({server.kind} {server.version}, data in {folder})"
-        self.redis = Child("redis", local_redis.argv(server, port, folder), _redis_answers(port), quiet=True)
+        self.redis = Child("redis", local_redis.argv(server, port, folder), _redis_answers(port), background=True)
         self.redis_folder = folder
         self.children.append(self.redis)
 
