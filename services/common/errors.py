@@ -8,6 +8,28 @@ from __future__ import annotations
 
 import grpc
 
+SHORT_CHARS = 40  # at most this much of a bad value is quoted back
+MAX_MESSAGE_CHARS = 500  # hard cap on any status message (gRPC trailers are small)
+
+
+def short(value: object, limit: int = SHORT_CHARS) -> str:
+    """``repr`` of a bad value for a message, cut to a short prefix that says how long it was.
+
+    Echoing a 1 MB value would make the status itself too big for the client (it then sees
+    RESOURCE_EXHAUSTED instead of the real error), and says nothing a prefix does not.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = (f"{len(value):,} chars" if isinstance(value, str) else f"{len(value):,} bytes"
+            if isinstance(value, bytes) else f"{len(text):,} chars as text")
+    return f"{text[:limit]}… ({size})"
+
+
+def cap_message(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """A status message cut to ``limit`` characters, whatever a handler put in it."""
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
 
 class ServiceError(Exception):
     code = grpc.StatusCode.INTERNAL

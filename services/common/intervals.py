@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, short
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 YEAR_DAYS = 365  # crypto trades 24/7: annualise on a 365-day year
+MAX_LOOKBACK_MS = 100 * YEAR_DAYS * DAY_MS  # longer is no window but a typo (and overflows int64 ms)
 
 INTERVAL_MS = {
     "1m": MINUTE_MS,
@@ -30,13 +31,13 @@ def check_symbol(symbol: str, field: str = "symbol") -> str:
     """Canonical BASE-QUOTE symbol, upper case (``btc-usd`` is accepted as ``BTC-USD``)."""
     canonical = (symbol or "").strip().upper()
     if not _SYMBOL_RE.match(canonical):
-        raise InvalidArgument(field, f"{symbol!r} is not a BASE-QUOTE symbol such as 'BTC-USD'")
+        raise InvalidArgument(field, f"{short(symbol)} is not a BASE-QUOTE symbol such as 'BTC-USD'")
     return canonical
 
 
 def check_interval(interval: str, field: str = "interval") -> str:
     if interval not in INTERVAL_MS:
-        raise InvalidArgument(field, f"{interval!r} is not one of {' '.join(INTERVAL_MS)}")
+        raise InvalidArgument(field, f"{short(interval)} is not one of {' '.join(INTERVAL_MS)}")
     return interval
 
 
@@ -53,8 +54,11 @@ def parse_lookback(text: str, field: str = "lookback") -> int:
     """'24h', '30d', '1y', '90m', '2w' → milliseconds."""
     match = _LOOKBACK_RE.match((text or "").strip())
     if not match or int(match.group(1)) <= 0:
-        raise InvalidArgument(field, f"{text!r} is not a lookback such as '24h', '30d' or '1y'")
-    return int(match.group(1)) * _LOOKBACK_UNIT_MS[match.group(2)]
+        raise InvalidArgument(field, f"{short(text)} is not a lookback such as '24h', '30d' or '1y'")
+    span = int(match.group(1)) * _LOOKBACK_UNIT_MS[match.group(2)]
+    if span > MAX_LOOKBACK_MS:
+        raise InvalidArgument(field, f"{short(text)} is longer than {MAX_LOOKBACK_MS // (YEAR_DAYS * DAY_MS)} years")
+    return span
 
 
 @dataclass(frozen=True)

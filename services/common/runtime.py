@@ -9,22 +9,24 @@ shutdown on SIGTERM/SIGINT, and JSON logs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
 import sys
 import time
-from typing import Callable, Iterable, Protocol
+from typing import AsyncIterator, Callable, Iterable, Protocol
 
 import grpc
 import redis.asyncio as aioredis
 import redis.exceptions
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from services.common.config import ServiceSettings, SettingsError
+from services.common.config import ServiceSettings
 from services.common import reflection as documented_reflection
-from services.common.errors import ServiceError
+from services.common.errors import InvalidArgument, ServiceError, cap_message
 from services.common.logs import setup_logging
 
 log = logging.getLogger("cryptolens.runtime")
@@ -51,32 +53,75 @@ class StartupError(RuntimeError):
 
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, ServiceError):
-        return exc.code, exc.message
+        return exc.code, cap_message(exc.message)
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-        return grpc.StatusCode.UNAVAILABLE, f"Redis is unavailable ({exc}); retry shortly"
+        return grpc.StatusCode.UNAVAILABLE, cap_message(f"Redis is unavailable ({exc}); retry shortly")
     if isinstance(exc, asyncio.TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, "a dependency did not answer in time"
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the service log"
 
 
+def _request_type(method: str) -> str:
+    """Full name of a method's request message, e.g. ``cryptolens.v1.GetStatsRequest``."""
+    try:
+        return descriptor_pool.Default().FindMethodByName(method.lstrip("/").replace("/", ".")).input_type.full_name
+    except KeyError:
+        return "request message"
+
+
+def _decoder(deserializer: Callable[[bytes], object] | None, request_type: str) -> Callable[[bytes], object]:
+    """The handler's deserializer, with undecodable bytes as INVALID_ARGUMENT instead of UNKNOWN."""
+
+    def decode(raw: bytes):
+        if deserializer is None:
+            return raw
+        try:
+            return deserializer(raw)
+        except Exception:  # noqa: BLE001 - DecodeError and friends: whatever the bytes were, they are input
+            raise InvalidArgument("request", f"{len(raw):,} bytes are not a valid {request_type}") from None
+
+    return decode
+
+
+async def _decoded(requests: AsyncIterator[bytes], decode: Callable[[bytes], object]) -> AsyncIterator[object]:
+    async for raw in requests:
+        yield decode(raw)
+
+
+_END = object()
+SHUTDOWN_MESSAGE = "the server is shutting down; reconnect (to another replica) and resume"
+
+
+class _Draining(Exception):
+    """Raised inside a stream wrapper when the server starts shutting down."""
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts requests and latency per method and status, and maps exceptions to statuses."""
+    """Counts requests and latency per method and status, and maps exceptions to statuses.
+
+    It also decodes requests itself (handlers get the gRPC deserializer replaced by raw bytes), so
+    malformed bytes become INVALID_ARGUMENT, and it ends open server streams with UNAVAILABLE as
+    soon as ``draining`` is set, so a shutdown never waits its whole grace for them.
+    """
+
+    def __init__(self, draining: asyncio.Event):
+        self.draining = draining
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         service, _, method = handler_call_details.method.lstrip("/").partition("/")
+        decode = _decoder(handler.request_deserializer, _request_type(handler_call_details.method))
         if handler.unary_unary:
-            wrapped = self._wrap_unary(handler.unary_unary, service, method)
-            return grpc.unary_unary_rpc_method_handler(
-                wrapped, handler.request_deserializer, handler.response_serializer
-            )
+            wrapped = self._wrap_unary(handler.unary_unary, service, method, decode)
+            return grpc.unary_unary_rpc_method_handler(wrapped, None, handler.response_serializer)
         if handler.unary_stream:
-            wrapped = self._wrap_stream(handler.unary_stream, service, method)
-            return grpc.unary_stream_rpc_method_handler(
-                wrapped, handler.request_deserializer, handler.response_serializer
-            )
+            wrapped = self._wrap_stream(handler.unary_stream, service, method, decode)
+            return grpc.unary_stream_rpc_method_handler(wrapped, None, handler.response_serializer)
+        if handler.stream_stream:  # server reflection
+            wrapped = self._wrap_stream(handler.stream_stream, service, method, decode, client_streams=True)
+            return grpc.stream_stream_rpc_method_handler(wrapped, None, handler.response_serializer)
         return handler  # client-streaming methods: none in our contract
 
     @staticmethod
@@ -91,12 +136,12 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             log.error("unhandled error in %s/%s", service, method, exc_info=exc)
         await context.abort(code, message)
 
-    def _wrap_unary(self, behavior, service, method):
-        async def wrapped(request, context):
+    def _wrap_unary(self, behavior, service, method, decode):
+        async def wrapped(raw, context):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                return await behavior(request, context)
+                return await behavior(decode(raw), context)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
@@ -111,13 +156,20 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(self, behavior, service, method):
-        async def wrapped(request, context):
+    def _wrap_stream(self, behavior, service, method, decode, client_streams: bool = False):
+        async def wrapped(raw, context):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            items = None
+            drain = asyncio.ensure_future(self.draining.wait())
             try:
-                async for item in behavior(request, context):
+                request = _decoded(raw, decode) if client_streams else decode(raw)
+                items = aiter(behavior(request, context))
+                while (item := await self._next(items, drain)) is not _END:
                     yield item
+            except _Draining:
+                code = grpc.StatusCode.UNAVAILABLE
+                await context.abort(code, SHUTDOWN_MESSAGE)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
@@ -128,9 +180,29 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 code = _status_for(exc)[0]
                 await self._fail(context, service, method, exc)
             finally:
+                drain.cancel()
+                if items is not None:
+                    await items.aclose()
                 self._record(service, method, code, started)
 
         return wrapped
+
+    @staticmethod
+    async def _next(items: AsyncIterator, drain: asyncio.Future):
+        """The stream's next item, ``_END``, or ``_Draining`` once shutdown begins."""
+        if drain.done():
+            raise _Draining
+        step = asyncio.ensure_future(anext(items, _END))
+        try:
+            await asyncio.wait((step, drain), return_when=asyncio.FIRST_COMPLETED)
+            if step.done():
+                return step.result()
+        finally:
+            if not step.done():  # shutdown (or the client left): stop the handler where it waits
+                step.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await step
+        raise _Draining
 
 
 class Service(Protocol):
@@ -156,10 +228,12 @@ class ServiceRuntime:
         self.redis_up = False
         self.port = 0
         self._watchdog: asyncio.Task | None = None
+        self._hook_failing = False
         self._stop = asyncio.Event()
+        self.draining = asyncio.Event()  # set when shutdown begins: open server streams end
         self._metrics_server = None
         self.server = grpc.aio.server(
-            interceptors=[MetricsInterceptor()],
+            interceptors=[MetricsInterceptor(self.draining)],
             options=[
                 ("grpc.so_reuseport", 0),  # a taken port must fail loudly, not be shared
                 ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
@@ -204,27 +278,56 @@ class ServiceRuntime:
                                    "services": list(self.service.full_names)})
 
     async def _watch_redis(self) -> None:
-        """Flip health with Redis reachability; the service hears about every change."""
+        """Flip health with Redis reachability; the service hears about every change.
+
+        Each change is logged once ("redis lost", "redis reachable"), never once per check. Health
+        turns SERVING only after the service's ``on_redis(True)`` hook succeeded; a failing hook is
+        retried every second and logged once per streak of failures.
+        """
         name = self.service.full_names[0]
         REDIS_UP.labels(name).set(0)
+        ready = False  # on_redis(True) succeeded since Redis last became reachable
+        first = True
         while True:
             try:
                 up = bool(await asyncio.wait_for(self.redis.ping(), timeout=self.settings.redis_check_s))
             except Exception:  # noqa: BLE001 - any failure means "not reachable"
                 up = False
+            if first and not up:
+                log.warning("redis not reachable yet; waiting for it")
+            first = False
             if up != self.redis_up:
                 self.redis_up = up
                 REDIS_UP.labels(name).set(1 if up else 0)
                 log.log(logging.INFO if up else logging.WARNING, "redis reachable" if up else "redis lost")
-                try:
-                    await self.service.on_redis(up)
-                except Exception:  # noqa: BLE001 - a failing hook must not kill the watchdog
-                    log.exception("on_redis hook failed; retrying")
-                    self.redis_up = False
-                    await asyncio.sleep(1.0)
-                    continue
-                await self._set_health(SERVING if up else NOT_SERVING)
-            await asyncio.sleep(self.settings.redis_check_s if up else min(1.0, self.settings.redis_check_s))
+                if not up:
+                    ready = False
+                    await self._set_health(NOT_SERVING)
+                    await self._hook(False)
+            if up and not ready:
+                ready = await self._hook(True)
+                if ready:
+                    await self._set_health(SERVING)
+            if up and not ready:
+                await asyncio.sleep(1.0)
+            else:
+                await asyncio.sleep(self.settings.redis_check_s if up else min(1.0, self.settings.redis_check_s))
+
+    async def _hook(self, up: bool) -> bool:
+        """Run ``on_redis``; a failure is logged on one line once until the hook succeeds again."""
+        try:
+            await self.service.on_redis(up)
+        except Exception as exc:  # noqa: BLE001 - a failing hook must not kill the watchdog
+            if not self._hook_failing:
+                self._hook_failing = True
+                log.warning("could not start work that needs Redis (%s: %s); retrying every second",
+                            type(exc).__name__, cap_message(str(exc), 200))
+                log.debug("on_redis hook failed", exc_info=exc)
+            return False
+        if self._hook_failing:
+            self._hook_failing = False
+            log.info("work that needs Redis started")
+        return True
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -233,15 +336,24 @@ class ServiceRuntime:
         await self._stop.wait()
 
     async def stop(self) -> None:
+        """Drain, then close: in-flight calls may still need the service's clients and tasks.
+
+        Health says NOT_SERVING and open server streams end with UNAVAILABLE at once (clients
+        reconnect and resume); ``server.stop(grace)`` refuses new calls and gives in-flight unary
+        calls up to the grace; only then does the service close its outgoing channels and
+        background tasks.
+        """
         log.info("shutting down", extra={"grace_s": self.settings.grace_s})
         await self.health.enter_graceful_shutdown()
+        self.draining.set()
         if self._watchdog:
             self._watchdog.cancel()
-        await self.service.stop()
         await self.server.stop(self.settings.grace_s)
+        await self.service.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         await self.redis.aclose()
+        log.info("stopped")
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -260,9 +372,17 @@ def redis_client(url: str) -> aioredis.Redis:
     return aioredis.from_url(url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=15)
 
 
+class ConfigurationError(ValueError):
+    """The service cannot be built from its settings (a missing file, a bad value): exit 2."""
+
+
 async def _serve(settings: ServiceSettings, build: Callable[[ServiceSettings, aioredis.Redis], Service]) -> None:
     client = redis_client(settings.redis_url)
-    runtime = ServiceRuntime(settings, build(settings, client), client)
+    try:
+        service = build(settings, client)
+    except (ValueError, OSError) as exc:
+        raise ConfigurationError(str(exc)) from None
+    runtime = ServiceRuntime(settings, service, client)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.request_stop)
@@ -276,12 +396,19 @@ async def _serve(settings: ServiceSettings, build: Callable[[ServiceSettings, ai
 
 
 def run_service(settings: ServiceSettings, build: Callable[[ServiceSettings, aioredis.Redis], Service]) -> int:
-    """Run a service until SIGTERM/SIGINT. Returns the process exit code."""
+    """Run a service until SIGTERM/SIGINT. Returns the process exit code.
+
+    A service that cannot be built from its settings exits 2, a port that is taken exits 1; both
+    with one line on stderr, no traceback.
+    """
     setup_logging(settings.service_name, settings.log_level)
     try:
         asyncio.run(_serve(settings, build))
-    except (StartupError, SettingsError) as exc:
-        print(f"cryptolens {settings.service_name}: {exc}", file=sys.stderr)
-        return 1
+    except (StartupError, ConfigurationError) as exc:
+        print(f"cryptolens serve {settings.service_name}: {_one_line(exc)}", file=sys.stderr)
+        return 1 if isinstance(exc, StartupError) else 2
     return 0
 
+
+def _one_line(exc: BaseException) -> str:
+    return cap_message(" ".join(str(exc).split()) or type(exc).__name__)

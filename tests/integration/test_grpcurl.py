@@ -60,3 +60,13 @@ def test_bad_input_is_a_status_never_unknown(stack, data, code, needle):
     result = grpcurl(stack["core"].addr, "cryptolens.v1.CoreService/GetStats", data=data)
     assert result.returncode != 0
     assert f"Code: {code}" in result.stderr and needle in result.stderr and "Unknown" not in result.stderr
+
+
+def test_a_huge_value_is_invalid_argument_with_a_short_message(stack):
+    """A 1 MB symbol: before, the echoed value made the status too big and grpcurl saw ResourceExhausted."""
+    result = subprocess.run([require_tool("grpcurl"), "-plaintext", "-max-time", "60", "-d", "@", stack["core"].addr,
+                             "cryptolens.v1.CoreService/GetStats"],
+                            input=json.dumps({"symbol": "B" * 1_000_000}), capture_output=True, text=True, timeout=90)
+    assert result.returncode != 0
+    assert "Code: InvalidArgument" in result.stderr and "symbol: 'BBBB" in result.stderr, result.stderr[:300]
+    assert "1,000,000 chars" in result.stderr and len(result.stderr) < 1000

@@ -22,7 +22,7 @@ def test_lookbacks(text, ms):
     assert parse_lookback(text) == ms
 
 
-@pytest.mark.parametrize("bad", ["", "0d", "-1d", "30", "d30", "1.5d", "30days"])
+@pytest.mark.parametrize("bad", ["", "0d", "-1d", "30", "d30", "1.5d", "30days", "101y", "99999999999999999999d"])
 def test_bad_lookbacks_name_the_field(bad):
     with pytest.raises(InvalidArgument) as exc:
         parse_lookback(bad)
@@ -46,3 +46,26 @@ def test_windows():
         resolve_window("", 5, 5, now_ms=10)
     with pytest.raises(InvalidArgument, match="either lookback or start"):
         resolve_window("1d", 5, None, now_ms=10)
+
+
+def test_a_huge_bad_value_is_quoted_as_a_short_prefix():
+    for check, field in ((check_symbol, "symbol"), (check_interval, "interval"), (parse_lookback, "lookback")):
+        with pytest.raises(InvalidArgument) as exc:
+            check("Z" * 1_000_000)
+        assert exc.value.field == field and "1,000,000 chars" in exc.value.message
+        assert len(exc.value.message) < 200
+
+
+def test_request_timestamps_are_checked():
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from cryptolens.v1 import core_pb2
+    from services.common.convert import from_timestamp, now_ms
+
+    request = core_pb2.GetStatsRequest(start=Timestamp(seconds=1_700_000_000, nanos=5_000_000))
+    assert from_timestamp(request, "start") == 1_700_000_000_005 and from_timestamp(request, "end") is None
+    for bad in (Timestamp(seconds=10**15), Timestamp(seconds=-10**15), Timestamp(seconds=0, nanos=-1),
+                Timestamp(seconds=now_ms() // 1000 + 2 * 86_400), Timestamp(seconds=7_258_118_400)):  # 2200-01-01
+        with pytest.raises(InvalidArgument) as exc:
+            from_timestamp(core_pb2.GetStatsRequest(end=bad), "end")
+        assert exc.value.field == "end"
