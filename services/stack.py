@@ -28,6 +28,7 @@ from services import local_redis
 from services.common.config import DEFAULT_PORTS
 
 REDIS_PORT, UI_PORT = 6379, 8501
+DEFAULT_SYMBOLS, DEFAULT_INTERVAL = "BTC-USD,ETH-USD,SOL-USD", "1h"
 STOP_GRACE_S = 6.0  # services drain within their 5 s grace
 BACKOFF_S, BACKOFF_CAP_S = 1.0, 30.0  # restart delays 1, 2, 4 ... 30 s
 STABLE_S = 60.0  # a child that ran this long starts again from the shortest delay
@@ -55,13 +56,25 @@ def choose_provider(args: argparse.Namespace) -> str:
     return "simulated"
 
 
+def replay_defaults(args: argparse.Namespace) -> None:
+    """A replay serves its files as they are: with no --symbols/--interval, the files' symbols and interval."""
+    targets = [spec.partition("=")[0].partition(":") for spec in args.csv_file]
+    if args.symbols is None:
+        args.symbols = ",".join(dict.fromkeys(t[0].strip().upper() for t in targets)) or DEFAULT_SYMBOLS
+    if args.interval is None:
+        intervals = [t[2].strip() for t in targets if t[2].strip()]
+        args.interval = max(dict.fromkeys(intervals), key=intervals.count) if intervals else DEFAULT_INTERVAL
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cryptolens up", description=__doc__.splitlines()[0])
-    p.add_argument("--symbols", default="BTC-USD,ETH-USD,SOL-USD", help="watch list, comma separated")
-    p.add_argument("--interval", default="1h", help="bar interval of the watch list")
+    p.add_argument("--symbols", default=None,
+                   help=f"watch list, comma separated (default {DEFAULT_SYMBOLS}, or the --csv-file symbols)")
+    p.add_argument("--interval", default=None,
+                   help=f"bar interval of the watch list (default {DEFAULT_INTERVAL}, or the --csv-file interval)")
     p.add_argument("--provider", default="auto",
                    help="auto (default: live when the providers are reachable, else simulated), live (CoinGecko "
-                        "then exchanges, simulated fallback), simulated (offline), csv, or a comma list")
+                        "then exchanges; never simulated data), simulated (offline), csv, or a comma list")
     p.add_argument("--csv-file", action="append", default=[], metavar="SYMBOL:INTERVAL=PATH",
                    help="a CSV file for the csv provider (repeatable); implies --provider csv")
     p.add_argument("--history-days", default="90", help="days of history to load on first sight")
@@ -334,6 +347,7 @@ def run_up(argv: list[str]) -> int:
     try:
         stack.check_ports()
         args.provider = choose_provider(args)
+        replay_defaults(args)
         stack.plan_redis()
         stack.plan_services()
         stack.start_all()

@@ -121,3 +121,15 @@ def test_only_a_load_failure_moves_data_aside(tmp_path):
     assert not local_redis.could_not_load(folder)  # nothing to move
     kept = local_redis.move_aside(tmp_path / "redis-7")
     assert kept.name == "redis-7.unreadable-1" and not folder.exists()
+
+
+def test_a_replay_defaults_to_its_files_symbols_and_interval():
+    a = argparse.Namespace(csv_file=["btc-usd:1d=a.csv", "ETH-USD:1d=b.csv"], symbols=None, interval=None)
+    stack.replay_defaults(a)
+    assert (a.symbols, a.interval) == ("BTC-USD,ETH-USD", "1d")
+    given = argparse.Namespace(csv_file=["BTC-USD:1d=a.csv"], symbols="SOL-USD", interval="1h")
+    stack.replay_defaults(given)
+    assert (given.symbols, given.interval) == ("SOL-USD", "1h")  # what the user says wins
+    plain = argparse.Namespace(csv_file=[], symbols=None, interval=None)
+    stack.replay_defaults(plain)
+    assert (plain.symbols, plain.interval) == ("BTC-USD,ETH-USD,SOL-USD", "1h")
