@@ -23,7 +23,7 @@ import numpy as np
 from cryptolens.v1 import fetch_pb2, fetch_pb2_grpc
 from services.common.convert import to_timestamp
 from services.common.errors import NotFound, ResourceExhausted, Unavailable
-from services.common.store import PriceStore, SeriesInfo, _info, _series_key
+from services.common.store import PriceStore, SeriesInfo, info_from_meta, series_key
 
 # How long "Fetch has nothing older than the first stored bar" is believed before asking again:
 # long after Fetch answered, short after it failed (a blip must not make a window short for long).
@@ -35,7 +35,7 @@ Stamp = tuple[str, int, int]  # (epoch, version, updated ms)
 
 
 def epoch_key(symbol: str, interval: str) -> str:
-    return _series_key(symbol, interval, "epoch")
+    return series_key(symbol, interval, "epoch")
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class SeriesSource:
     # --- state and stamps -------------------------------------------------------------------
     async def state(self, symbol: str, interval: str) -> SeriesState | None:
         """The series' meta and epoch in one snapshot; None if the store does not have the series."""
-        meta_key, key = _series_key(symbol, interval, "meta"), epoch_key(symbol, interval)
+        meta_key, key = series_key(symbol, interval, "meta"), epoch_key(symbol, interval)
         for _ in range(_READ_RETRIES):
             async with self.store.redis.pipeline(transaction=True) as tx:
                 tx.get(key)
@@ -136,7 +136,7 @@ class SeriesSource:
             if not meta:
                 return None
             if epoch is not None:
-                return SeriesState(_info(symbol, interval, meta), epoch.decode(), int(meta.get(b"updated", 0)))
+                return SeriesState(info_from_meta(symbol, interval, meta), epoch.decode(), int(meta.get(b"updated", 0)))
             # First reader since this Redis (or this series) began: mint the epoch, then read again.
             await self.store.redis.set(key, secrets.token_hex(8), nx=True)
         raise Unavailable(f"the epoch of {symbol} {interval} keeps disappearing; is Redis restarting?")

@@ -46,7 +46,7 @@ _WRITE_RETRIES = 20
 _PAGE_CHUNKS = 4  # chunks read per round trip by read_page
 
 
-def _series_key(symbol: str, interval: str, suffix: str) -> str:
+def series_key(symbol: str, interval: str, suffix: str) -> str:
     return f"{SCHEMA}:s:{{{symbol}:{interval}}}:{suffix}"
 
 
@@ -145,8 +145,8 @@ class PriceStore:
         Same origin (or ``origin`` None): merged into the series. Another origin than the stored
         series': the series is replaced by these bars in the same transaction, never mixed.
         """
-        meta_key = _series_key(symbol, interval, "meta")
-        idx_key = _series_key(symbol, interval, "idx")
+        meta_key = series_key(symbol, interval, "meta")
+        idx_key = series_key(symbol, interval, "idx")
         if len(bars) == 0:
             info = await self.info(symbol, interval)
             return WriteResult(info.version if info else 0, 0, None, None)
@@ -157,7 +157,7 @@ class PriceStore:
         starts = np.concatenate([[0], bounds])
         ends = np.concatenate([bounds, [len(bars)]])
         ids = [int(chunk_ids[s]) for s in starts]
-        keys = [_series_key(symbol, interval, f"c:{cid}") for cid in ids]
+        keys = [series_key(symbol, interval, f"c:{cid}") for cid in ids]
         first_new, last_new = int(bars["ts"][0]), int(bars["ts"][-1])
 
         for _ in range(_WRITE_RETRIES):
@@ -176,7 +176,7 @@ class PriceStore:
                 effective_origin = origin if origin is not None else (stored_origin or source)
                 tx.multi()
                 if replace:
-                    tx.delete(idx_key, *(_series_key(symbol, interval, f"c:{int(c)}") for c in old_ids))
+                    tx.delete(idx_key, *(series_key(symbol, interval, f"c:{int(c)}") for c in old_ids))
                     count, first, last, ranges = 0, first_new, last_new, []
                 else:
                     count = int(meta[0] or 0)
@@ -234,21 +234,15 @@ class PriceStore:
         """Bars with open time in [start_ms, end_ms), only the columns asked for. None if unknown."""
         if "ts" not in columns:
             columns = ("ts", *columns)
-        meta_key = _series_key(symbol, interval, "meta")
-        span = interval_ms(interval) * CHUNK_BARS
-        lo = "-inf" if start_ms is None else int(start_ms) // span
-        hi = "+inf" if end_ms is None else (int(end_ms) - 1) // span
+        meta_key = series_key(symbol, interval, "meta")
         for _ in range(_WRITE_RETRIES):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hget(meta_key, "version")
-                pipe.zrangebyscore(_series_key(symbol, interval, "idx"), lo, hi)
-                version, chunk_ids = await pipe.execute()
+            version, chunk_ids = await self._chunk_ids(symbol, interval, start_ms, end_ms)
             if version is None:
                 return None
             async with self.redis.pipeline(transaction=True) as tx:  # MULTI: one consistent snapshot
                 tx.hmget(meta_key, ["version", "source"])
                 for cid in chunk_ids:
-                    tx.hmget(_series_key(symbol, interval, f"c:{int(cid)}"), columns)
+                    tx.hmget(series_key(symbol, interval, f"c:{int(cid)}"), columns)
                 found = await tx.execute()
             snap_version, source = found[0]
             if snap_version != version:
@@ -256,6 +250,16 @@ class PriceStore:
             return SeriesData(self._assemble(found[1:], columns, start_ms, end_ms), int(version),
                               (source or b"").decode())
         raise RuntimeError(f"read of {symbol} {interval} kept racing with writes")
+
+    async def _chunk_ids(self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None):
+        """(version, ids of the chunks that may hold bars of [start_ms, end_ms)); version None if unknown."""
+        span = interval_ms(interval) * CHUNK_BARS
+        lo = "-inf" if start_ms is None else int(start_ms) // span
+        hi = "+inf" if end_ms is None else (int(end_ms) - 1) // span
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(series_key(symbol, interval, "meta"), "version")
+            pipe.zrangebyscore(series_key(symbol, interval, "idx"), lo, hi)
+            return tuple(await pipe.execute())
 
     @staticmethod
     def _assemble(chunks, columns, start_ms, end_ms) -> dict[str, np.ndarray]:
@@ -291,15 +295,9 @@ class PriceStore:
         is bounded by the page, not the window. Returns (bars, more bars in the window)."""
         if "ts" not in columns:
             columns = ("ts", *columns)
-        meta_key = _series_key(symbol, interval, "meta")
-        span = interval_ms(interval) * CHUNK_BARS
-        lo = "-inf" if start_ms is None else int(start_ms) // span
-        hi = "+inf" if end_ms is None else (int(end_ms) - 1) // span
+        meta_key = series_key(symbol, interval, "meta")
         for _ in range(_WRITE_RETRIES):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hget(meta_key, "version")
-                pipe.zrangebyscore(_series_key(symbol, interval, "idx"), lo, hi)
-                version, chunk_ids = await pipe.execute()
+            version, chunk_ids = await self._chunk_ids(symbol, interval, start_ms, end_ms)
             if version is None:
                 return _empty(columns), False
             order = [int(c) for c in chunk_ids][::-1 if newest else 1]
@@ -311,7 +309,7 @@ class PriceStore:
                 async with self.redis.pipeline(transaction=True) as tx:
                     tx.hget(meta_key, "version")
                     for cid in batch:
-                        tx.hmget(_series_key(symbol, interval, f"c:{cid}"), columns)
+                        tx.hmget(series_key(symbol, interval, f"c:{cid}"), columns)
                     found = await tx.execute()
                 if found[0] != version:
                     raced = True
@@ -349,13 +347,13 @@ class PriceStore:
         return [tuple(n.decode().split("|", 1)) for n in names]
 
     async def info(self, symbol: str, interval: str) -> SeriesInfo | None:
-        meta = await self.redis.hgetall(_series_key(symbol, interval, "meta"))
+        meta = await self.redis.hgetall(series_key(symbol, interval, "meta"))
         if not meta:
             return None
-        return _info(symbol, interval, meta)
+        return info_from_meta(symbol, interval, meta)
 
     async def version(self, symbol: str, interval: str) -> int:
-        value = await self.redis.hget(_series_key(symbol, interval, "meta"), "version")
+        value = await self.redis.hget(series_key(symbol, interval, "meta"), "version")
         return int(value) if value is not None else 0
 
     async def list_series(self) -> list[SeriesInfo]:
@@ -363,12 +361,12 @@ class PriceStore:
         pairs = [n.split("|", 1) for n in names]
         async with self.redis.pipeline(transaction=False) as pipe:
             for symbol, interval in pairs:
-                pipe.hgetall(_series_key(symbol, interval, "meta"))
+                pipe.hgetall(series_key(symbol, interval, "meta"))
             metas = await pipe.execute()
-        return [_info(s, i, m) for (s, i), m in zip(pairs, metas) if m]
+        return [info_from_meta(s, i, m) for (s, i), m in zip(pairs, metas) if m]
 
 
-def _info(symbol: str, interval: str, meta: dict[bytes, bytes]) -> SeriesInfo:
+def info_from_meta(symbol: str, interval: str, meta: dict[bytes, bytes]) -> SeriesInfo:
     def num(key: bytes) -> int | None:
         return int(meta[key]) if key in meta else None
 

@@ -23,11 +23,11 @@ from services.common.config import ServiceSettings, positive, setting
 from services.common.convert import now_ms
 from services.common.errors import InvalidArgument, FailedPrecondition, NotFound, Unavailable
 from services.common.freshness import coverage_pb, freshness_pb
-from services.common.intervals import Window
+from services.common.intervals import Window, check_interval, check_symbol
 from services.common.limits import MAX_PAGE_BARS, MAX_WINDOW_BARS
 from services.common.series import Series, SeriesSource, SeriesState
 from services.common.store import PriceStore
-from services.core import answers, windows
+from services.core import answers
 from services.core.result_cache import ResultCache, request_digest
 from services.core.windows import WindowSpec
 
@@ -138,12 +138,12 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
     # --- RPCs ----------------------------------------------------------------------------
     async def GetStats(self, request, context):
         now = now_ms()
-        symbol = windows.symbol(request.symbol)
-        interval = windows.interval(request.interval, self.settings.interval)
+        symbol = check_symbol(request.symbol)
+        interval = check_interval(request.interval or self.settings.interval)
         rf = request.risk_free_rate
         if not math.isfinite(rf) or rf <= -1:
             raise InvalidArgument("risk_free_rate", f"{rf:.6g} is not an annual rate above -1 (0.04 means 4 %)")
-        benchmark = windows.symbol(request.benchmark or self.settings.benchmark, "benchmark")
+        benchmark = check_symbol(request.benchmark or self.settings.benchmark, "benchmark")
         spec = WindowSpec.parse(request, interval, now)
 
         loaded = await self._resolve(symbol, spec, now)
@@ -179,8 +179,8 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
 
     async def GetTimeseries(self, request, context):
         now = now_ms()
-        symbol = windows.symbol(request.symbol)
-        interval = windows.interval(request.interval, self.settings.interval)
+        symbol = check_symbol(request.symbol)
+        interval = check_interval(request.interval or self.settings.interval)
         if request.max_points < 0 or request.rolling_window < 0:
             raise InvalidArgument("max_points" if request.max_points < 0 else "rolling_window", "must not be negative")
         max_points = request.max_points or 1000
@@ -227,7 +227,7 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
     def _symbols(values, field: str) -> list[str]:
         if len(values) > MAX_SYMBOLS:
             raise InvalidArgument(field, f"at most {MAX_SYMBOLS} symbols per request")
-        symbols = [windows.symbol(s, field) for s in values]
+        symbols = [check_symbol(s, field) for s in values]
         if len(set(symbols)) != len(symbols):
             raise InvalidArgument(field, "each symbol may appear only once")
         return symbols
@@ -237,7 +237,7 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         symbols = self._symbols(request.symbols, "symbols")
         if len(symbols) < 2:
             raise InvalidArgument("symbols", "give at least two symbols")
-        interval = windows.interval(request.interval, self.settings.interval)
+        interval = check_interval(request.interval or self.settings.interval)
         if request.method not in core_pb2.CorrelationMethod.values():
             raise InvalidArgument("method", f"{request.method} is not a CorrelationMethod")
         method = request.method or core_pb2.CORRELATION_METHOD_PEARSON
@@ -264,7 +264,7 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
             if not request.normalize:
                 raise InvalidArgument("holdings.weight", f"weights sum to {total:g}, not 1; set normalize to rescale")
             weights = weights / total
-        interval = windows.interval(request.interval, self.settings.interval)
+        interval = check_interval(request.interval or self.settings.interval)
         spec = WindowSpec.parse(request, interval, now, symbols=len(symbols))
         loaded = await self._load_all(symbols, spec, now)
         response = await self._compute(answers.portfolio_risk, symbols, [(x.ts, x.close) for x in loaded], weights,

@@ -3,50 +3,18 @@
 A window wider than MAX_WINDOW_BARS bars of its interval is refused with RESOURCE_EXHAUSTED
 before anything is read or fetched. A lookback counts back from ``end`` if given, else from the
 newest stored bar (so a replayed file still has a "last 30d"), else from now; a stored bar later
-than now + MAX_FUTURE_MS never anchors a window. Status messages quote at most a short prefix of
-a bad value.
+than now + MAX_FUTURE_MS never anchors a window.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.errors import InvalidArgument, ResourceExhausted
-from services.common.intervals import INTERVAL_MS, Window, check_symbol, interval_ms, parse_lookback
+from services.common.convert import from_timestamp
+from services.common.errors import InvalidArgument, ResourceExhausted, short
+from services.common.intervals import Window, interval_ms, parse_lookback
 from services.common.limits import MAX_FUTURE_MS, MAX_WINDOW_BARS
 from services.common.store import SeriesInfo
-
-_QUOTE_CHARS = 24
-_MAX_TIMESTAMP_S = 253_402_300_799  # 9999-12-31T23:59:59Z, the end of google.protobuf.Timestamp's range
-
-
-def quote(value: str) -> str:
-    """A bad value as a status message shows it: at most a short prefix."""
-    return repr(value) if len(value) <= _QUOTE_CHARS else repr(value[:_QUOTE_CHARS]) + "..."
-
-
-def symbol(value: str, field: str = "symbol") -> str:
-    if len(value) > 32:
-        raise InvalidArgument(field, f"{quote(value)} is not a BASE-QUOTE symbol such as 'BTC-USD'")
-    return check_symbol(value, field)
-
-
-def interval(value: str, default: str) -> str:
-    value = value or default
-    if value not in INTERVAL_MS:
-        raise InvalidArgument("interval", f"{quote(value)} is not one of {' '.join(INTERVAL_MS)}")
-    return value
-
-
-def timestamp(message, field: str) -> int | None:
-    """Epoch ms of a Timestamp field (None when unset), refusing times outside 1970..9999."""
-    if not message.HasField(field):
-        return None
-    ts = getattr(message, field)
-    if not (0 <= ts.seconds <= _MAX_TIMESTAMP_S and 0 <= ts.nanos < 1_000_000_000):
-        raise InvalidArgument(field, "must be a time between 1970-01-01 and 9999-12-31 UTC")
-    return ts.seconds * 1000 + ts.nanos // 1_000_000
-
 
 def _refuse_wide(bars: int, interval: str, what: str) -> None:
     if bars > MAX_WINDOW_BARS:
@@ -68,13 +36,13 @@ class WindowSpec:
     @classmethod
     def parse(cls, request, interval: str, now_ms: int, symbols: int = 1) -> WindowSpec:
         """Check lookback/start/end and the window cap (``symbols`` series share one cap)."""
-        start, end = timestamp(request, "start"), timestamp(request, "end")
+        start, end = from_timestamp(request, "start"), from_timestamp(request, "end")
         lookback_ms = None
         if request.lookback:
             if start is not None:
                 raise InvalidArgument("lookback", "give either lookback or start, not both")
             if len(request.lookback) > 16:
-                raise InvalidArgument("lookback", f"{quote(request.lookback)} is not a lookback such as '24h', "
+                raise InvalidArgument("lookback", f"{short(request.lookback)} is not a lookback such as '24h', "
                                                   "'30d' or '1y'")
             lookback_ms = parse_lookback(request.lookback)
         if start is not None and end is not None and start >= end:
