@@ -73,15 +73,19 @@ def oscillating(n: int = 200, level: float = 100.0) -> tuple[np.ndarray, np.ndar
     return ts, level + np.where(np.arange(n) % 2, 1.0, -1.0)  # flips across 100 every bar
 
 
-def test_oscillation_gives_at_most_one_notification_per_cooldown():
+def test_oscillation_fires_at_most_once_per_cooldown_and_every_fire_is_resolved():
     rule = Rule(id="osc", metric="price", condition="below", warning=100, alert=99, clear=100, interval="1h",
                 window="1h", cooldown_s=24 * 3600)
     ts, close = oscillating()
     transitions = backtest(rule, "X-USD", ts, close, "1h")
     assert len(transitions) > 50  # it really does flap between states...
-    notified = [t.time_ms for t in transitions if t.notify]
-    gaps = np.diff(notified)
-    assert len(notified) <= 200 // 24 + 1 and (gaps >= 24 * HOUR).all()  # ...but notifies once a day at most
+    fired = [t.time_ms for t in transitions if t.notify and t.grade in ("WARNING", "ALERT")]
+    assert len(fired) <= 200 // 24 + 1 and (np.diff(fired) >= 24 * HOUR).all()  # ...but fires once a day at most
+    # The cooldown never swallows a resolve: each notified fire is followed by a notified resolve.
+    told = [t.grade for t in transitions if t.notify]
+    assert told[::2] == ["ALERT"] * len(fired) and set(told[1::2]) == {"OK"} and len(told) >= 2 * len(fired) - 1
+    # Alertmanager follows every change of the firing grade, whatever the cooldown.
+    assert sum(t.sync for t in transitions) == sum(t.grade != t.from_grade for t in transitions)
 
 
 def test_hysteresis_holds_between_enter_and_clear():
