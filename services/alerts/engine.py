@@ -320,6 +320,13 @@ class AlertEngine:
                 new, changes = unjudged(state, rule, "ERROR", reason, now_ms)
                 out.append((symbol, rule, new, changes, reason))
                 continue
+            if value is None and state.last_value is None and state.state in ("OK", "NO_DATA", "ERROR"):
+                # never had a value: too little history for the window is not OK, it is not judged yet
+                reason = f"not enough data for the {rule.window} window yet"
+                NO_DATA.labels(rule.id).inc()
+                new, changes = unjudged(state, rule, "NO_DATA", reason, now_ms)
+                out.append((symbol, rule, new, changes, reason))
+                continue
             new, changes = step(state, rule, value, now_ms)
             out.append((symbol, rule, new, changes, ""))
         return out

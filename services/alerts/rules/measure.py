@@ -56,6 +56,9 @@ def _rolling_return_stats(r: pd.Series, k: int, p: float, metric: str) -> np.nda
 def _looped(close: np.ndarray, k: int, metric: str, deadline: float | None) -> np.ndarray:
     """max_drawdown or cvar_95 over the closes [i - k, i] at every bar i."""
     out = np.full(len(close), np.nan)
+    if metric == "max_drawdown" and k >= len(close):  # the window always reaches the first bar
+        out[1:] = np.minimum.accumulate(close / np.maximum.accumulate(close) - 1.0)[1:]
+        return out
     r = close[1:] / close[:-1] - 1.0
     for i in range(1, len(close)):
         if deadline is not None and i % _DEADLINE_EVERY == 0 and time.monotonic() > deadline:
@@ -94,7 +97,7 @@ def series_values(rule: Rule, ts: np.ndarray, close: np.ndarray, periods_per_yea
     if metric in ("mean", "min", "max"):
         return getattr(s.rolling(k + 1, min_periods=2), metric)().to_numpy()
     if metric == "change":
-        first = s.shift(k).to_numpy()
+        first = s.shift(k).to_numpy(copy=True)
         first[:k] = close[0] if len(close) else np.nan
         out = close / first - 1.0
         out[:1] = np.nan

@@ -96,7 +96,7 @@ def _lookback(text: str, field: str) -> int:
 
 def min_window_bars(rule: Rule, baseline: bool = False) -> int:
     """Bar steps a rule's window needs: one for price levels, two for anything built on returns."""
-    if baseline or rule.kind == "volatility_spike" or rule.metric in RETURN_METRICS:
+    if baseline or rule.kind == "volatility_spike" or (rule.kind == "threshold" and rule.metric in RETURN_METRICS):
         return 2
     return 1
 
