@@ -100,6 +100,9 @@ class Receiver:
         self.firing = firing  # the firing pairs, as events (Alertmanager re-sends)
         self._wake = asyncio.Event()
         self._last_resend = 0.0
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def wants(self, event: dict) -> bool:
         """Alertmanager follows the firing grade; the webhook gets what people are told."""
@@ -111,11 +114,22 @@ class Receiver:
     def wake(self) -> None:
         self._wake.set()
 
+    async def drain(self, timeout_s: float) -> None:
+        """On shutdown: take no new entry, let the one in flight finish, hand the lease over."""
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        if self.lease.held:
+            await self.lease.release()
+
     # --- the supervised worker -----------------------------------------------------------------
     async def run(self) -> None:
         """Deliver forever. Any failure restarts the loop after a pause; nothing ends the worker."""
         async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-            while True:
+            while not self._stopping:
                 try:
                     await self._work(client)
                 except asyncio.CancelledError:
@@ -125,7 +139,7 @@ class Receiver:
                     await asyncio.sleep(1.0)
 
     async def _work(self, client: httpx.AsyncClient) -> None:
-        while True:
+        while not self._stopping:
             if not await self.lease.acquire_or_renew():
                 await asyncio.sleep(self.lease.ttl_ms / 4000)
                 continue
@@ -135,7 +149,11 @@ class Receiver:
             raw = await self.redis.lindex(self.processing, -1) or await self.redis.lmove(
                 self.key, self.processing, "RIGHT", "LEFT")
             if raw is not None:
-                await self._deliver_entry(client, raw)
+                self._idle.clear()
+                try:
+                    await self._deliver_entry(client, raw)
+                finally:
+                    self._idle.set()
                 continue
             if self.alertmanager and self.firing and \
                     asyncio.get_running_loop().time() - self._last_resend >= self.resend_s:
@@ -186,6 +204,8 @@ class Receiver:
             if outcome == "refused":
                 await self._dead(raw, "refused by the receiver")
                 return
+            if self._stopping:
+                return  # the next lease holder retries it
             failures += 1
             delay = min(self.max_backoff_s, self.backoff_s * 2 ** min(failures - 1, 20))
             await asyncio.sleep(random.uniform(delay / 2, delay))  # jitter

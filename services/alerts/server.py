@@ -153,6 +153,10 @@ class AlertsService(alerts_pb2_grpc.AlertsServiceServicer):
                 *((f"notify-{r.name}", r.run()) for r in self.engine.receivers))]
 
     async def stop(self) -> None:
+        try:  # a delivery in flight finishes (and is acknowledged) before the worker goes
+            await asyncio.gather(*(r.drain(self.settings.notify_timeout_s + 1) for r in self.engine.receivers))
+        except Exception:  # noqa: BLE001 - Redis gone: the lease expires by itself
+            pass
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
