@@ -105,3 +105,17 @@ def test_more_watched_intervals_get_their_own_built_ins(stack):
         reply = stub.Evaluate(alerts_pb2.EvaluateRequest(rules=["drawdown.1d", "drawdown"]), timeout=60)
     grades = {s.rule: s.grade for s in reply.statuses}
     assert grades == {"drawdown.1d": "ALERT", "drawdown": "NO_DATA"}  # no 1h data, and no Fetch to get it
+
+
+def test_alerts_started_before_fetch_logs_one_calm_line(stack):
+    """Fetch is not up yet: every tick finds nothing to judge; that is one line, not a traceback per tick."""
+    alerts = stack.add("alerts", "--symbols", "BTC-USD,ETH-USD", "--eval-interval-s", "0.3",
+                       "--fetch-timeout-s", "0.5").wait_serving()
+    time.sleep(5)
+    with urllib.request.urlopen(f"http://127.0.0.1:{alerts.metrics_port}/metrics", timeout=5) as reply:
+        cycles = [float(line.split()[-1]) for line in reply.read().decode().splitlines()
+                  if line.startswith("cryptolens_alert_evaluation_seconds_count")]
+    assert cycles and cycles[0] >= 3  # several ticks ran
+    log = alerts.log()
+    assert "Traceback" not in log
+    assert log.count("some pairs are not judged") == 1
