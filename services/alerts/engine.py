@@ -97,9 +97,8 @@ class Skipped:
 @dataclass
 class Evaluation:
     statuses: list[AlertState]
-    transitions: list[Transition]
+    events: list[dict]  # the transitions this evaluation recorded, with their stream ids
     skipped: list[Skipped] = field(default_factory=list)
-    events: list[dict] = field(default_factory=list)
 
 
 def _field(symbol: str, rule_id: str) -> str:
@@ -126,7 +125,7 @@ class AlertEngine:
         self._file_mtime: float | None = None
         self._lock = asyncio.Lock()
         self._commit = redis.register_script(_COMMIT)
-        self._quiet: dict[str, str] = {}  # last "not judged" summary logged, per cause: one line, not one per tick
+        self._unjudged_summary = ""  # last "not judged" line logged: one line per change, not one per tick
 
     # --- rules ---------------------------------------------------------------------------
     def _builtins(self, overrides: dict[str, dict]) -> dict[str, Rule]:
@@ -216,7 +215,7 @@ class AlertEngine:
     async def rule(self, rule_id: str) -> Rule:
         rules = await self.rules()
         if rule_id not in rules:
-            raise NotFound(f"unknown rule {rule_id!r}")
+            raise NotFound(f"unknown rule {rule_id[:64]!r}")
         return rules[rule_id]
 
     # --- pairs and states ----------------------------------------------------------------
@@ -224,7 +223,7 @@ class AlertEngine:
                interval: str | None = None) -> list[tuple[str, Rule]]:
         unknown = [r for r in rule_ids or [] if r not in rules]
         if unknown:
-            raise NotFound(f"unknown rule(s): {', '.join(unknown)}")
+            raise NotFound(f"unknown rule(s): {', '.join(r[:64] for r in unknown[:5])}")
         chosen = [rules[r] for r in rule_ids] if rule_ids else list(rules.values())
         out = []
         for rule in chosen:
@@ -384,7 +383,7 @@ class AlertEngine:
                 pairs = [(s, r) for s, r in pairs if self.ownership.owns(s, r.id)]
             loaded = await self._load_series({(s, r.interval) for s, r in pairs}, now_ms)
             final: dict[str, AlertState] = {}
-            transitions, events, skipped = [], [], {}
+            events, skipped = [], {}
             todo = pairs
             for _ in range(_MAX_RETRIES):
                 states, revs = await self._read([_field(s, r.id) for s, r in todo])
@@ -401,8 +400,6 @@ class AlertEngine:
                         items.append((f, new, changes, revs.get(f, 0), rule.interval))
                 lost, recorded = await self._commit_all(items)
                 events += recorded
-                kept = {f for f, _, _, _, _ in items if f not in lost}
-                transitions += [t for f, _, changes, _, _ in items if f in kept for t in changes]
                 if not lost:
                     break
                 todo = [(s, r) for s, r in todo if _field(s, r.id) in set(lost)]
@@ -416,7 +413,7 @@ class AlertEngine:
                 await self.sweep(rules)
             await self.refresh_gauges()
             EVALUATION_SECONDS.observe(time.perf_counter() - started)
-            return Evaluation([final[_field(s, r.id)] for s, r in pairs], transitions, list(skipped.values()), events)
+            return Evaluation([final[_field(s, r.id)] for s, r in pairs], events, list(skipped.values()))
 
     def _log_unjudged(self, skipped) -> None:
         """One calm line when the set of unjudged causes changes (Fetch not up yet is not a traceback)."""
@@ -425,8 +422,8 @@ class AlertEngine:
             cause = s.reason.split(" (", 1)[0]
             by_cause[cause] = by_cause.get(cause, 0) + 1
         summary = ", ".join(f"{n} {cause}" for cause, n in sorted(by_cause.items()))
-        if summary != self._quiet.get("summary", ""):
-            self._quiet["summary"] = summary
+        if summary != self._unjudged_summary:
+            self._unjudged_summary = summary
             if summary:
                 log.warning("some pairs are not judged", extra={"pairs": summary})
             else:

@@ -39,7 +39,7 @@ log = logging.getLogger("cryptolens.alerts.notify")
 NOTIFICATIONS = Counter("cryptolens_notifications_total", "Notification deliveries by receiver and outcome",
                         ["receiver", "outcome"])
 DEAD_LETTERS = Counter("cryptolens_notifications_dead_letters_total",
-                       "Notifications a receiver refused (4xx) or that could not be read, moved to the dead-letter list",
+                       "Notifications moved to the dead-letter list: refused by the receiver (4xx) or unreadable",
                        ["receiver"])
 OUTBOX = Gauge("cryptolens_notification_outbox", "Notifications waiting for delivery", ["receiver"])
 

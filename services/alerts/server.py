@@ -17,10 +17,10 @@ from services.alerts.backtest import backtest
 from services.alerts.engine import AlertEngine, transition_event
 from services.alerts.leases import Ownership
 from services.alerts.notify import Receiver
+from services.alerts.rules.model import checked_interval, checked_symbol
 from services.common.config import ServiceSettings, positive, setting
 from services.common.convert import from_timestamp, to_timestamp
 from services.common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from services.common.intervals import check_interval, check_symbol
 from services.common.limits import MAX_WINDOW_BARS
 from services.common.series import SeriesSource
 from services.common.store import UPDATES_CHANNEL, PriceStore
@@ -217,7 +217,7 @@ class AlertsService(alerts_pb2_grpc.AlertsServiceServicer):
 
     # --- RPCs ----------------------------------------------------------------------------
     async def Evaluate(self, request, context):
-        symbols = [check_symbol(s, "symbols") for s in request.symbols] or None
+        symbols = [checked_symbol(s, "symbols") for s in request.symbols] or None
         result = await self.engine.evaluate(symbols, list(request.rules) or None)
         rules = await self.engine.rules()
         return alerts_pb2.EvaluateResponse(
@@ -252,7 +252,7 @@ class AlertsService(alerts_pb2_grpc.AlertsServiceServicer):
         return alerts_pb2.DeleteRuleResponse(deleted=await self.engine.delete_rule(request.id))
 
     async def ListAlerts(self, request, context):
-        symbol = check_symbol(request.symbol) if request.symbol else ""
+        symbol = checked_symbol(request.symbol) if request.symbol else ""
         if request.page_size < 0 or request.page_size > 1000:
             raise InvalidArgument("page_size", "must be between 0 and 1000")
         history, token = await self.engine.history(symbol, request.rule, request.page_size or 50, request.page_token)
@@ -262,15 +262,15 @@ class AlertsService(alerts_pb2_grpc.AlertsServiceServicer):
             history=[event_pb(e) for e in history], next_page_token=token)
 
     async def WatchAlerts(self, request, context):
-        symbols = {check_symbol(s, "symbols") for s in request.symbols}
+        symbols = {checked_symbol(s, "symbols") for s in request.symbols}
         async for event in self.engine.watch(request.resume_from):
             if not symbols or event["symbol"] in symbols:
                 yield alerts_pb2.WatchAlertsResponse(event=event_pb(event), stream_id=event["stream_id"])
 
     async def Backtest(self, request, context):
         rule = await self.engine.rule(request.rule)
-        symbol = check_symbol(request.symbol)
-        interval = check_interval(request.interval) if request.interval else rule.interval
+        symbol = checked_symbol(request.symbol)
+        interval = checked_interval(request.interval) if request.interval else rule.interval
         rule = self.engine.at_interval(rule, interval)
         start_ms = from_timestamp(request, "start")
         series = await self.series.get(symbol, interval, start_ms)

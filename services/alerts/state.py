@@ -164,8 +164,8 @@ def step(state: AlertState, rule: Rule, value: float | None, now_ms: int) -> tup
 def unjudged(state: AlertState, rule: Rule, grade_: str, reason: str, now_ms: int
              ) -> tuple[AlertState, list[Transition]]:
     """NO_DATA (no or stale series) or ERROR (the rule failed): a state of its own, never OK."""
-    if state.state == grade_ and state.reason == reason:
-        return state, []
+    if state.state == grade_:  # still not judged: the reason may change, without a transition each time
+        return replace(state, reason=reason, message=explain(rule, state.symbol, None, grade_, reason)), []
     new, t = _move(state, rule, grade_, grade_, None, now_ms, False, reason, pending_since_ms=None,
                    pending_grade=None, recovering_since_ms=None, last_value=None)
     return new, [t]

@@ -87,6 +87,19 @@ def builtin_rules(interval: str = "1h", primary: str | None = None) -> list[Rule
     ]
 
 
+def checked_symbol(value: str, field: str = "symbol") -> str:
+    """check_symbol, quoting at most a short prefix of a bad value."""
+    if not isinstance(value, str) or len(value) > 24:
+        raise InvalidArgument(field, f"{str(value)[:20]!r}... is not a BASE-QUOTE symbol such as 'BTC-USD'")
+    return check_symbol(value, field)
+
+
+def checked_interval(value: str, field: str = "interval") -> str:
+    if not isinstance(value, str) or len(value) > 8:
+        raise InvalidArgument(field, f"{str(value)[:8]!r}... is not one of {' '.join(INTERVAL_MS)}")
+    return check_interval(value, field)
+
+
 def _lookback(text: str, field: str) -> int:
     if not isinstance(text, str) or not _LOOKBACK_TEXT.match(text.strip()):
         shown = text[:20] if isinstance(text, str) else text
@@ -130,8 +143,8 @@ def validate_rule(rule: Rule) -> Rule:
     for name, limit in _TEXT_LIMITS.items():
         if len(getattr(rule, name)) > limit:
             raise InvalidArgument(name, f"longer than {limit} characters")
-    symbol = rule.symbol if rule.symbol == "*" else check_symbol(rule.symbol)
-    check_interval(rule.interval)
+    symbol = rule.symbol if rule.symbol == "*" else checked_symbol(rule.symbol)
+    checked_interval(rule.interval)
     short = window_bars(rule.window, rule.interval, "window", min_window_bars(rule))
     if rule.kind == "volatility_spike":
         baseline = window_bars(rule.baseline_window, rule.interval, "baseline_window", 2)
