@@ -264,9 +264,9 @@ class AlertEngine:
                             "firing_since_ms": s.firing_since_ms})
         return out
 
-    async def refresh_gauges(self) -> None:
+    async def refresh_gauges(self, states: dict[str, AlertState] | None = None) -> None:
         """Every replica exports every pair's grade from Redis (so max() across replicas is right)."""
-        states = await self.states()
+        states = await self.states() if states is None else states
         seen = set()
         counts = dict.fromkeys(GRADE_VALUE, 0)
         for s in states.values():
@@ -403,15 +403,17 @@ class AlertEngine:
                 if not lost:
                     break
                 todo = [(s, r) for s, r in todo if _field(s, r.id) in set(lost)]
+            else:  # still losing races after the retries: report what Redis holds, not our guess
+                final.update((await self._read(lost))[0])
             if symbols:
                 judged_symbols = {s for s, _ in pairs}
                 for symbol in symbols:
                     if symbol not in judged_symbols:
                         skipped[f"{symbol}|*"] = Skipped(symbol, "", "no enabled rule applies to this symbol")
             self._log_unjudged(skipped.values())
-            if symbols is None and rule_ids is None and interval is None:
-                await self.sweep(rules)
-            await self.refresh_gauges()
+            full = symbols is None and rule_ids is None and interval is None
+            # The sweep reads states, then rules (never this cycle's older rules); its states feed the gauges.
+            await self.refresh_gauges(await self.sweep() if full else None)
             EVALUATION_SECONDS.observe(time.perf_counter() - started)
             return Evaluation([final[_field(s, r.id)] for s, r in pairs], events, list(skipped.values()))
 
@@ -447,12 +449,12 @@ class AlertEngine:
         await self._retire(victims)
         await self.refresh_gauges()
 
-    async def sweep(self, rules: dict[str, Rule] | None = None) -> None:
+    async def sweep(self) -> dict[str, AlertState]:
         """Retire pairs no rule judges any more (a rule gone from the file, a symbol off the watch list).
 
         States are read before rules: a pair created meanwhile by another replica is never seen as orphaned."""
         states = await self.states()
-        rules = rules if rules is not None else await self.rules()
+        rules = await self.rules()
         live = {_field(s, r.id) for s, r in self._pairs(rules, None, None)}
         victims = []
         for f, s in states.items():
@@ -461,6 +463,7 @@ class AlertEngine:
             rule = rules.get(s.rule_id) or Rule(id=s.rule_id, alert=0)
             victims.append((f, s, rule, "is no longer evaluated for this symbol"))
         await self._retire(victims)
+        return {f: s for f, s in states.items() if f not in {v[0] for v in victims}}
 
     # --- history ---------------------------------------------------------------------------
     async def history(self, symbol: str = "", rule: str = "", page_size: int = 50,

@@ -58,8 +58,10 @@ class AlertState:
 
     @classmethod
     def from_dict(cls, data: dict) -> "AlertState":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in _STATE_FIELDS})
+
+
+_STATE_FIELDS = frozenset(f.name for f in fields(AlertState))
 
 
 @dataclass(frozen=True)
