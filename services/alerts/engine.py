@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -139,8 +140,6 @@ class AlertEngine:
 
     def reload_rules_file(self) -> bool:
         """Load the rules file if it changed. A bad file keeps the last good rules. True if reloaded."""
-        import os
-
         if not self.rules_file:
             return False
         try:
@@ -155,14 +154,15 @@ class AlertEngine:
         self._file_mtime = mtime
         try:
             loaded = rules_mod.load_rules_file(self.rules_file, self.intervals[0])
-            builtin = self._builtins(rules_mod.overrides_of(loaded))
+            overrides = rules_mod.overrides_of(loaded)
+            builtin = self._builtins(overrides)
         except (ValueError, InvalidArgument, OSError) as exc:
             RULES_FILE_ERRORS.inc()
             message = exc.message if isinstance(exc, InvalidArgument) else str(exc)
             log.error("rules file rejected; keeping the last good rules", extra={"path": self.rules_file,
                                                                                 "error": message})
             return False
-        self.builtin, self._overrides = builtin, rules_mod.overrides_of(loaded)
+        self.builtin, self._overrides = builtin, overrides
         self.file_rules = {r.id: r for r in loaded if r.id not in rules_mod.BUILTIN_IDS}
         log.info("rules file loaded", extra={"path": self.rules_file, "rules": len(loaded)})
         return True
@@ -194,12 +194,12 @@ class AlertEngine:
         rule = rules_mod.validate_rule(rule)
         if self.is_read_only(rule.id):
             raise InvalidArgument("rule.id", f"{rule.id!r} is built in or from the rules file; change it there")
-        old = await self.store.get(rule.id)
-        if old is None or not await self.store.replace(rule):
+        old = await self.store.get(rule.id)  # None as well when the stored one no longer validates
+        if not await self.store.replace(rule):
             raise NotFound(f"no user rule with id {rule.id!r}")
         if not rule.enabled:
             await self.retire_rule(rule, "was disabled")
-        elif rule.symbol != old.symbol or rule.interval != old.interval:
+        elif old is None or (rule.symbol, rule.interval) != (old.symbol, old.interval):
             await self.sweep()
         return rule
 

@@ -105,6 +105,7 @@ def test_a_stored_rule_that_cannot_run_is_ignored_and_every_other_pair_judged(db
             reply = stub.Evaluate(alerts_pb2.EvaluateRequest(), timeout=30)
             assert {s.rule for s in reply.statuses} == {"price_drop", "volatility_spike", "drawdown"}
             assert "short-spike" not in {r.id for r in stub.ListRules(alerts_pb2.ListRulesRequest(), timeout=10).rules}
+            assert stub.DeleteRule(alerts_pb2.DeleteRuleRequest(id="short-spike"), timeout=10).deleted  # still removable
     finally:
         service.stop()
     assert "stored rule is invalid; ignored" in service.log()

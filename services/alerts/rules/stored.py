@@ -26,23 +26,24 @@ class RuleStore:
         self.redis = redis
         self._invalid_logged: set[tuple[str, bytes]] = set()
 
+    def _parse(self, rule_id: str, raw: bytes) -> Rule | None:
+        """The stored rule, or None when it no longer validates (written by an older version): logged once,
+        never evaluated, and still replaceable or deletable."""
+        try:
+            return rule_from_dict(json.loads(raw))
+        except (ValueError, InvalidArgument) as exc:
+            if (rule_id, raw) not in self._invalid_logged:
+                self._invalid_logged.add((rule_id, raw))
+                log.error("stored rule is invalid; ignored", extra={"rule": rule_id, "error": str(exc)[:200]})
+            return None
+
     async def all(self) -> dict[str, Rule]:
-        """Every stored rule. A stored rule that no longer validates is skipped, logged once."""
-        out = {}
-        for rule_id, raw in (await self.redis.hgetall(RULES_KEY)).items():
-            try:
-                rule = rule_from_dict(json.loads(raw))
-            except (ValueError, InvalidArgument) as exc:
-                if (rule_id.decode(), raw) not in self._invalid_logged:
-                    self._invalid_logged.add((rule_id.decode(), raw))
-                    log.error("stored rule is invalid; ignored", extra={"rule": rule_id.decode(), "error": str(exc)})
-                continue
-            out[rule.id] = rule
-        return out
+        parsed = (self._parse(k.decode(), raw) for k, raw in (await self.redis.hgetall(RULES_KEY)).items())
+        return {rule.id: rule for rule in parsed if rule is not None}
 
     async def get(self, rule_id: str) -> Rule | None:
         raw = await self.redis.hget(RULES_KEY, rule_id)
-        return None if raw is None else rule_from_dict(json.loads(raw))
+        return None if raw is None else self._parse(rule_id, raw)
 
     async def create(self, rule: Rule) -> bool:
         """Store a new rule; False when the id is taken (HSETNX: two replicas cannot both create it)."""
