@@ -410,8 +410,9 @@ class AlertEngine:
                 for symbol in symbols:
                     if symbol not in judged_symbols:
                         skipped[f"{symbol}|*"] = Skipped(symbol, "", "no enabled rule applies to this symbol")
-            self._log_unjudged(skipped.values())
             full = symbols is None and rule_ids is None and interval is None
+            if full:  # a partial cycle (one symbol's update) says nothing about the whole
+                self._log_unjudged(skipped.values())
             # The sweep reads states, then rules (never this cycle's older rules); its states feed the gauges.
             await self.refresh_gauges(await self.sweep() if full else None)
             EVALUATION_SECONDS.observe(time.perf_counter() - started)
