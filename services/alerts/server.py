@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -179,8 +180,6 @@ class AlertsService(alerts_pb2_grpc.AlertsServiceServicer):
 
     async def _on_updates(self) -> None:
         """Event-driven evaluation: each Fetch write re-evaluates that series' pairs this replica owns."""
-        import json
-
         while True:
             pubsub = self.redis.pubsub()
             try:
@@ -189,7 +188,10 @@ class AlertsService(alerts_pb2_grpc.AlertsServiceServicer):
                     if message["type"] != "message":
                         continue
                     event = json.loads(message["data"])
-                    await self.engine.evaluate([event["symbol"]], interval=event["interval"], owned_only=True)
+                    try:
+                        await self.engine.evaluate([event["symbol"]], interval=event["interval"], owned_only=True)
+                    except Exception as exc:  # noqa: BLE001 - the timer catches up; keep listening
+                        log.warning("event-driven evaluation failed", extra={"error": str(exc)[:200]})
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis went away: resubscribe shortly
