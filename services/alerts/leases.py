@@ -52,12 +52,14 @@ class Lease:
     def held(self) -> bool:
         return time.monotonic() < self._valid_until
 
+    @property
+    def claimed(self) -> bool:
+        """Held at the last renewal (perhaps lapsed locally since): worth renewing rather than re-taking."""
+        return self._valid_until > 0
+
     async def acquire_or_renew(self) -> bool:
         started = time.monotonic()
-        if self.held or self._valid_until:
-            ok = bool(await self.redis.eval(_RENEW, 1, self.key, self.owner, self.ttl_ms))
-        else:
-            ok = False
+        ok = self.claimed and bool(await self.redis.eval(_RENEW, 1, self.key, self.owner, self.ttl_ms))
         if not ok:
             ok = bool(await self.redis.set(self.key, self.owner, nx=True, px=self.ttl_ms))
         # Count the TTL from before the round trip, with a margin: never believe a lease Redis let go.
@@ -95,9 +97,9 @@ class Ownership:
         """Heartbeat, renew what is held, then move towards the fair share."""
         await self.redis.zadd(REPLICAS_KEY, {self.replica_id: int(time.time() * 1000)})
         share = math.ceil(self.shards / await self.live_replicas())
-        mine = [n for n, lease in self.leases.items() if lease._valid_until]
-        for n in mine:
-            await self.leases[n].acquire_or_renew()
+        for lease in self.leases.values():
+            if lease.claimed:
+                await lease.acquire_or_renew()
         mine = self.held
         for n in mine[share:]:
             await self.leases[n].release()

@@ -28,6 +28,7 @@ class Receiver(ThreadingHTTPServer):
 
     def __init__(self):
         self.mode = "ok"
+        self.delay_s = 0.0  # "ok" mode: record the body, then wait this long before answering
         self.received: list[dict] = []
         self.attempts = 0
         outer = self
@@ -44,6 +45,7 @@ class Receiver(ThreadingHTTPServer):
                     time.sleep(3)  # longer than the service's notify timeout
                     return
                 outer.received.append(body)
+                time.sleep(outer.delay_s)
                 self.send_response(200)
                 self.end_headers()
 
