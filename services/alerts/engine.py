@@ -4,11 +4,13 @@ Values come from the shared analytics over the shared price store (the code and 
 serves), read through the version-keyed series cache with fetch-through.
 
 Redis keys (see docs/alerts.md):
-    cl:v1:alerts:rules     HASH   rule id → JSON (rules created through the API; rules/stored.py)
-    cl:v1:alerts:state     HASH   "SYMBOL|rule" → JSON AlertState
-    cl:v1:alerts:rev       HASH   "SYMBOL|rule" → revision, bumped by every state change
-    cl:v1:alerts:history   STREAM one entry per transition (capped at the retention setting)
-    cl:v1:alerts:outbox:*  LIST   notifications waiting (notify.py)
+    cl:v1:alerts:rules       HASH   rule id → JSON (rules created through the API; rules/stored.py)
+    cl:v1:{alerts}:state     HASH   "SYMBOL|rule" → JSON AlertState
+    cl:v1:{alerts}:rev       HASH   "SYMBOL|rule" → revision, bumped by every state change
+    cl:v1:{alerts}:history   STREAM one entry per transition (capped at the retention setting)
+    cl:v1:{alerts}:outbox:*  LIST   notifications waiting (notify.py)
+
+The keys one commit script touches share the ``{alerts}`` hash tag, so it works on a Redis Cluster.
 
 Nothing is trusted from memory: each cycle reads rules and states from Redis, judges in a worker
 thread, and commits each changed pair with a script that checks the pair's revision and, in the
@@ -42,9 +44,9 @@ from services.common.series import SeriesSource
 
 log = logging.getLogger("cryptolens.alerts")
 
-STATE_KEY = "cl:v1:alerts:state"
-REV_KEY = "cl:v1:alerts:rev"
-HISTORY_KEY = "cl:v1:alerts:history"
+STATE_KEY = "cl:v1:{alerts}:state"
+REV_KEY = "cl:v1:{alerts}:rev"
+HISTORY_KEY = "cl:v1:{alerts}:history"
 
 GRADE_VALUE = {"OK": 0, "WARNING": 1, "ALERT": 2, "NO_DATA": -1, "ERROR": -2}
 ALERT_STATE = Gauge("cryptolens_alert_state",

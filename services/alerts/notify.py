@@ -1,9 +1,9 @@
 """Notifications out: a generic JSON webhook and Alertmanager, through a reliable outbox.
 
-    cl:v1:alerts:outbox:<receiver>                     LIST  waiting (LPUSH new, oldest at the right)
-    cl:v1:alerts:outbox:<receiver>:processing:<worker> LIST  the entry a worker is delivering
-    cl:v1:alerts:outbox:<receiver>:workers             SET   workers that may have a processing list
-    cl:v1:alerts:dead:<receiver>                       LIST  entries the receiver refused (4xx)
+    cl:v1:{alerts}:outbox:<receiver>                     LIST  waiting (LPUSH new, oldest at the right)
+    cl:v1:{alerts}:outbox:<receiver>:processing:<worker> LIST  the entry a worker is delivering
+    cl:v1:{alerts}:outbox:<receiver>:workers             SET   workers that may have a processing list
+    cl:v1:{alerts}:dead:<receiver>                       LIST  entries the receiver refused (4xx)
 
 Evaluation appends to the outbox in the same Redis script that records the transition. One worker
 per receiver, across all replicas, delivers (it holds the receiver's lease, so order is kept):
@@ -43,8 +43,8 @@ DEAD_LETTERS = Counter("cryptolens_notifications_dead_letters_total",
                        ["receiver"])
 OUTBOX = Gauge("cryptolens_notification_outbox", "Notifications waiting for delivery", ["receiver"])
 
-OUTBOX_KEY = "cl:v1:alerts:outbox:{}"
-DEAD_KEY = "cl:v1:alerts:dead:{}"
+OUTBOX_KEY = "cl:v1:{{alerts}}:outbox:{}"  # the {alerts} hash tag: one cluster slot with state and history
+DEAD_KEY = "cl:v1:{{alerts}}:dead:{}"
 DEAD_KEEP = 1000
 _RETRYABLE_4XX = (408, 429)
 

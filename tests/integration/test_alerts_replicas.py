@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from cryptolens.v1 import alerts_pb2, alerts_pb2_grpc
 from services.alerts.engine import HISTORY_KEY
+from services.alerts.notify import OUTBOX_KEY
 from services.common.bars import make_bars
 from services.common.store import PriceStore
 from tests.conftest import free_port
@@ -95,7 +96,7 @@ def history(db_url: str) -> list[dict]:
 
 def settled(db_url: str) -> bool:
     async def check(client):
-        keys = [k async for k in client.scan_iter("cl:v1:alerts:outbox:webhook*")]
+        keys = [k async for k in client.scan_iter(OUTBOX_KEY.format("webhook") + "*")]
         lengths = [await client.llen(k) for k in keys if (await client.type(k)) == b"list"]
         return sum(lengths) == 0
 
@@ -143,7 +144,8 @@ def test_three_replicas_judge_once_and_deliver_once_through_a_kill_and_a_rolling
     victim = next(s for s in replicas.live if s.args[s.args.index("--replica-id") + 1] == holder)
     hook.delay_s = 0.5  # the receiver takes each body, then is slow to answer: the kill lands mid-delivery
     flip(4)
-    assert wait_until(lambda: redis_call(db_url, lambda cl: cl.llen(f"cl:v1:alerts:outbox:webhook:processing:{holder}")))
+    in_flight = OUTBOX_KEY.format("webhook") + f":processing:{holder}"
+    assert wait_until(lambda: redis_call(db_url, lambda cl: cl.llen(in_flight)))
     victim.stop(signal.SIGKILL)
     replicas.live.remove(victim)
     hook.delay_s = 0.0
