@@ -292,9 +292,12 @@ class AlertEngine:
                 out[(symbol, interval)] = f"no data ({exc.message[:160]})"
                 continue
             newest = int(series.ts[-1]) if len(series.ts) else None
-            if is_stale(newest, interval, self.stale_after_bars, now_ms):
-                out[(symbol, interval)] = "stale: no bar in the last " \
-                                          f"{self.stale_after_bars} intervals" if newest else "no data (empty series)"
+            if newest is None:
+                out[(symbol, interval)] = "no data (empty series)"
+            elif is_stale(newest, interval, self.stale_after_bars, now_ms):
+                when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(newest / 1000))
+                out[(symbol, interval)] = f"stale: the newest bar ({when}) is over {self.stale_after_bars} " \
+                                          f"intervals old"
             else:
                 out[(symbol, interval)] = series
         return out
