@@ -135,3 +135,26 @@ class CryptoLensClient:
     def rules(self) -> list[dict]:
         reply = self._call("Alerts", self.alerts_addr, self._alerts.ListRules, alerts_pb2.ListRulesRequest())
         return [_as_dict(r) for r in reply.rules]
+
+    def watch_alerts(self, symbols: list[str] | None = None, resume_from: str = "", retry_s: float = 1.0):
+        """Alert transitions as dicts (each with its ``stream_id``), forever.
+
+        The server recycles connections (max_connection_age) and replicas restart: the stream then
+        ends and this reconnects from the last stream id it saw, so no transition is missed. Without
+        ``resume_from`` it starts after the newest transition in the history."""
+        cursor = resume_from
+        if not cursor:
+            newest = self._call("Alerts", self.alerts_addr, self._alerts.ListAlerts,
+                                alerts_pb2.ListAlertsRequest(page_size=1)).history
+            cursor = newest[0].stream_id if newest else "0-0"
+        while True:
+            request = alerts_pb2.WatchAlertsRequest(symbols=symbols or [], resume_from=cursor)
+            try:
+                for reply in self._alerts.WatchAlerts(request):
+                    cursor = reply.stream_id
+                    yield _as_dict(reply.event)
+            except grpc.RpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL,
+                                      grpc.StatusCode.CANCELLED):
+                    raise ServiceError(f"Alerts: {exc.code().name}: {exc.details()}") from None
+            time.sleep(retry_s)

@@ -1,25 +1,37 @@
-"""Replay history through one rule, bar by bar, exactly as the live engine would have judged it."""
+"""Replay history through one rule, bar by bar, exactly as the live engine would have judged it.
+
+CPU-bound and pure: the server runs it in a worker thread (asyncio.to_thread), so the event loop
+keeps answering, and stops it at the client's deadline."""
 
 from __future__ import annotations
 
 import math
+import time
 from datetime import datetime, timezone
 
 import numpy as np
 
 from services.alerts.rules import Rule, series_values
 from services.alerts.state import AlertState, Transition, step
+from services.common.analytics import clean_series
 from services.common.intervals import periods_per_year
 
+_DEADLINE_EVERY = 4096  # bars between deadline checks
 
-def backtest(rule: Rule, symbol: str, ts: np.ndarray, close: np.ndarray, interval: str) -> list[Transition]:
+
+def backtest(rule: Rule, symbol: str, ts: np.ndarray, close: np.ndarray, interval: str,
+             deadline: float | None = None) -> list[Transition]:
     """Transitions the rule makes over the series. Each bar is judged once it has closed, with
     only the data up to it; a transition is stamped with that bar's open time (the day of the
-    event on daily bars). The values come from one vectorised pass."""
-    values = series_values(rule, ts, close, periods_per_year(interval))
+    event on daily bars). The values come from one vectorised pass. ``deadline`` is a
+    time.monotonic() value; past it, TimeoutError."""
+    ts, close = clean_series(ts, close)
+    values = series_values(rule, ts, close, periods_per_year(interval), deadline)
     state = AlertState.initial(symbol, rule.id, int(ts[0]) if len(ts) else 0)
     out: list[Transition] = []
-    for t, value in zip(ts.tolist(), values.tolist()):
+    for i, (t, value) in enumerate(zip(ts.tolist(), values.tolist())):
+        if deadline is not None and i % _DEADLINE_EVERY == 0 and time.monotonic() > deadline:
+            raise TimeoutError("the backtest ran out of time; ask for a shorter range")
         state, changes = step(state, rule, None if math.isnan(value) else value, t)
         out.extend(changes)
     return out

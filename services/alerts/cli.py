@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 
 from services.common.errors import InvalidArgument
 
@@ -19,9 +18,10 @@ def _backtest(args) -> int:
     try:
         symbol = check_symbol(args.symbol)
         interval = check_interval(args.interval)
-        rules = {r.id: r for r in rules_mod.builtin_rules()}
-        if args.rules_file:
-            rules.update({r.id: r for r in rules_mod.load_rules_file(args.rules_file)})
+        loaded = rules_mod.load_rules_file(args.rules_file, interval) if args.rules_file else []
+        # Built-ins take the windows of the file's interval (and the file's overrides), validated there.
+        rules = {r.id: r for r in rules_mod.apply_overrides(interval, interval, rules_mod.overrides_of(loaded))}
+        rules.update({r.id: r for r in loaded if r.id not in rules_mod.BUILTIN_IDS})
     except (InvalidArgument, ValueError, OSError) as exc:
         print(f"cryptolens alerts backtest: {exc}", file=sys.stderr)
         return 2
@@ -34,7 +34,11 @@ def _backtest(args) -> int:
     except (OSError, ValueError) as exc:
         print(f"cryptolens alerts backtest: cannot read {args.csv_file}: {exc}", file=sys.stderr)
         return 2
-    rule = replace(rules[args.rule], interval=interval)
+    try:
+        rule = rules_mod.at_interval(rules[args.rule], interval)
+    except InvalidArgument as exc:
+        print(f"cryptolens alerts backtest: {exc.message}", file=sys.stderr)
+        return 2
     for transition in backtest(rule, symbol, bars["ts"], bars["close"], interval):
         print(json.dumps(transition_to_json(transition)))
     return 0

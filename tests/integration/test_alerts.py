@@ -28,6 +28,7 @@ class Receiver(ThreadingHTTPServer):
 
     def __init__(self):
         self.mode = "ok"
+        self.delay_s = 0.0  # "ok" mode: record the body, then wait this long before answering
         self.received: list[dict] = []
         self.attempts = 0
         outer = self
@@ -44,6 +45,7 @@ class Receiver(ThreadingHTTPServer):
                     time.sleep(3)  # longer than the service's notify timeout
                     return
                 outer.received.append(body)
+                time.sleep(outer.delay_s)
                 self.send_response(200)
                 self.end_headers()
 
@@ -114,7 +116,8 @@ def wait_until(predicate, timeout: float = 20.0) -> bool:
 
 
 def test_rules_are_validated_over_grpc(alerts_env):
-    _, _, start = alerts_env
+    db_url, _, start = alerts_env
+    write_prices(db_url, [120.0] * 30)  # the rule's symbol must be served
     service = start()
     try:
         with grpc.insecure_channel(service.addr) as channel:
@@ -263,18 +266,22 @@ def test_backtest_rpc_over_stored_history(alerts_env):
         service.stop()
 
 
-def test_alertmanager_push_format():
-    from services.alerts.notify import alertmanager_body
+def test_alertmanager_push_format_keeps_one_label_set():
+    from services.alerts.notify import alertmanager_alert
 
-    event = {"id": "x", "time_ms": 1_700_000_000_000, "since_ms": 1_700_000_000_000, "symbol": "BTC-USD",
-             "rule": "price_drop", "from": "OK", "to": "ALERT", "grade": "ALERT", "value": 0.12,
+    event = {"id": "x", "time_ms": 1_700_000_000_000, "firing_since_ms": 1_700_000_000_000, "symbol": "BTC-USD",
+             "rule": "price_drop", "interval": "1h", "from": "OK", "to": "ALERT", "grade": "ALERT", "value": 0.12,
              "threshold": 0.1, "message": "BTC-USD fell 12.0 % in 1h", "notified": True}
-    firing = alertmanager_body(event)[0]
-    assert firing["labels"] == {"alertname": "cryptolens_price_drop", "symbol": "BTC-USD", "rule": "price_drop",
-                                "severity": "alert", "source": "cryptolens"}
+    firing = alertmanager_alert(event)
+    labels = {"alertname": "cryptolens_price_drop", "symbol": "BTC-USD", "rule": "price_drop", "interval": "1h",
+              "source": "cryptolens"}
+    assert firing["labels"] == labels and firing["annotations"]["grade"] == "ALERT"
     assert firing["startsAt"] == "2023-11-14T22:13:20Z" and "endsAt" not in firing
-    resolved = alertmanager_body({**event, "from": "ALERT", "to": "OK", "grade": "OK"})[0]
-    assert resolved["endsAt"] == "2023-11-14T22:13:20Z"
+    warning = alertmanager_alert({**event, "to": "WARNING", "grade": "WARNING"})
+    resolved = alertmanager_alert({**event, "from": "ALERT", "to": "OK", "grade": "OK",
+                                   "time_ms": 1_700_000_060_000})
+    assert warning["labels"] == resolved["labels"] == labels  # escalation and resolve hit the same alert
+    assert resolved["endsAt"] == "2023-11-14T22:14:20Z" and resolved["startsAt"] == firing["startsAt"]
 
 
 async def test_history_pages_newest_first_with_filters(redis_client):

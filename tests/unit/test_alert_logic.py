@@ -73,15 +73,19 @@ def oscillating(n: int = 200, level: float = 100.0) -> tuple[np.ndarray, np.ndar
     return ts, level + np.where(np.arange(n) % 2, 1.0, -1.0)  # flips across 100 every bar
 
 
-def test_oscillation_gives_at_most_one_notification_per_cooldown():
+def test_oscillation_fires_at_most_once_per_cooldown_and_every_fire_is_resolved():
     rule = Rule(id="osc", metric="price", condition="below", warning=100, alert=99, clear=100, interval="1h",
                 window="1h", cooldown_s=24 * 3600)
     ts, close = oscillating()
     transitions = backtest(rule, "X-USD", ts, close, "1h")
     assert len(transitions) > 50  # it really does flap between states...
-    notified = [t.time_ms for t in transitions if t.notify]
-    gaps = np.diff(notified)
-    assert len(notified) <= 200 // 24 + 1 and (gaps >= 24 * HOUR).all()  # ...but notifies once a day at most
+    fired = [t.time_ms for t in transitions if t.notify and t.grade in ("WARNING", "ALERT")]
+    assert len(fired) <= 200 // 24 + 1 and (np.diff(fired) >= 24 * HOUR).all()  # ...but fires once a day at most
+    # The cooldown never swallows a resolve: each notified fire is followed by a notified resolve.
+    told = [t.grade for t in transitions if t.notify]
+    assert told[::2] == ["ALERT"] * len(fired) and set(told[1::2]) == {"OK"} and len(told) >= 2 * len(fired) - 1
+    # Alertmanager follows every change of the firing grade, whatever the cooldown.
+    assert sum(t.sync for t in transitions) == sum(t.grade != t.from_grade for t in transitions)
 
 
 def test_hysteresis_holds_between_enter_and_clear():
@@ -184,3 +188,83 @@ def test_explanations_read_like_sentences():
     transition = backtest(rule, "BTC-USD", np.array([0, DAY], dtype=np.int64), np.array([100.0, 88.0]), "1d")[0]
     line = transition_to_json(transition)
     assert line["time"] == "1970-01-02T00:00:00Z" and line["from"] == "OK" and line["to"] == "ALERT"
+
+
+def test_no_data_is_its_own_grade_and_resolves_a_firing_pair():
+    from services.alerts.state import unjudged
+
+    rule = Rule(id="n", metric="price", condition="above", alert=120, clear=110, interval="1h", window="1h")
+    state, _ = step(AlertState.initial("X-USD", "n", 0), rule, 130, 0)
+    assert state.grade == "ALERT"
+    state, t = unjudged(state, rule, "NO_DATA", "stale: no bar in the last 3 intervals", HOUR)
+    assert (state.state, state.grade, t[0].from_grade, t[0].grade) == ("NO_DATA", "NO_DATA", "ALERT", "NO_DATA")
+    assert t[0].notify and t[0].sync  # people and Alertmanager hear that the alert no longer stands
+    assert "not judged: stale" in t[0].message
+    again, t = unjudged(state, rule, "NO_DATA", "no data (Fetch is away)", 2 * HOUR)
+    assert t == [] and again.reason == "no data (Fetch is away)"  # a new reason is no new transition
+    state, t = step(again, rule, 130, 3 * HOUR)  # data again: judged afresh, fires again
+    assert [(x.from_state, x.to_state, x.notify) for x in t] == [("NO_DATA", "ALERT", True)]
+    state, t = step(state, rule, 100, 4 * HOUR)
+    assert [(x.to_state, x.notify, x.sync) for x in t] == [("OK", True, True)]
+
+
+def test_back_from_error_to_ok_is_recorded_without_notifying():
+    from services.alerts.state import unjudged
+
+    rule = Rule(id="e", metric="price", condition="above", alert=120, clear=110, interval="1h", window="1h")
+    state, t = unjudged(AlertState.initial("X-USD", "e", 0), rule, "ERROR", "ValueError: boom", 0)
+    assert state.grade == "ERROR" and not t[0].notify and not t[0].sync and "failed: ValueError" in t[0].message
+    state, t = step(state, rule, 100, HOUR)
+    assert [(x.from_state, x.to_state, x.notify) for x in t] == [("ERROR", "OK", False)] and state.state == "OK"
+
+
+def test_escalation_and_de_escalation_follow_one_alert():
+    rule = Rule(id="x", metric="price", condition="above", warning=110, alert=120, clear=100, interval="1h",
+                window="1h")  # default cooldown: one hour
+    state = AlertState.initial("X-USD", "x", 0)
+    grades = []
+    for hour, value in enumerate((115, 125, 115, 95)):
+        state, t = step(state, rule, value, hour * 60_000)  # all within the cooldown
+        grades += [(x.grade, x.notify, x.sync, x.firing_since_ms) for x in t]
+    # WARNING fires, ALERT is an escalation (never held back), the step back to WARNING is held by the
+    # cooldown for people but not for Alertmanager, and the resolve always goes out.
+    assert grades == [("WARNING", True, True, 0), ("ALERT", True, True, 0), ("WARNING", False, True, 0),
+                      ("OK", True, True, 0)]
+
+
+def test_retiring_a_firing_pair_resolves_it():
+    from services.alerts.state import retire
+
+    rule = Rule(id="r", metric="price", condition="above", alert=120, clear=110, interval="1h", window="1h")
+    state, _ = step(AlertState.initial("X-USD", "r", 0), rule, 130, 0)
+    t = retire(state, rule, "was deleted", HOUR)
+    assert (t.from_grade, t.grade, t.notify, t.sync) == ("ALERT", "OK", True, True)
+    assert t.message == "X-USD: r was deleted; no longer judged"
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"id": "a", "kind": "volatility_spike", "window": "1m", "baseline_window": "30d", "alert": 2}, "window"),
+    ({"id": "a", "kind": "drawdown", "window": "10000000000000000000d", "alert": -1, "condition": "below"}, "window"),
+    ({"id": "a", "metric": "sharpe", "window": "1h", "alert": 1}, "window"),  # one return: no std
+    ({"id": "a", "interval": "1m", "window": "3y", "alert": 1}, "window"),  # over MAX_WINDOW_BARS
+    ({"id": "a", "kind": "volatility_spike", "window": "24h", "baseline_window": "5y", "interval": "1m",
+      "alert": 2}, "baseline_window"),
+    ({"id": "a", "window": 24, "alert": 1}, "window"),
+    ({"id": "a", "alert": "high"}, "alert"),
+    ({"id": "a", "enabled": "yes", "alert": 1}, "enabled"),
+    ({"id": "a", "symbol": "B" * 500, "alert": 1}, "symbol"),
+])
+def test_windows_are_bounded_per_interval_and_types_checked(data, field):
+    with pytest.raises(InvalidArgument) as exc:
+        rule_from_dict(data)
+    assert exc.value.field == field and len(exc.value.message) < 200
+
+
+def test_a_rule_moved_to_another_interval_is_validated_there():
+    from services.alerts.rules import at_interval
+
+    rule = rule_from_dict({"id": "a", "metric": "volatility", "window": "6h", "alert": 1})
+    assert at_interval(rule, "1m").interval == "1m"
+    with pytest.raises(InvalidArgument) as exc:
+        at_interval(rule, "1d")
+    assert exc.value.field == "interval" and "needs at least 2" in exc.value.message

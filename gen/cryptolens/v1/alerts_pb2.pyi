@@ -52,7 +52,7 @@ class Rule(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., symbol: _Optional[str] = ..., interval: _Optional[str] = ..., window: _Optional[str] = ..., metric: _Optional[str] = ..., condition: _Optional[str] = ..., warning: _Optional[float] = ..., alert: _Optional[float] = ..., clear: _Optional[float] = ..., pending_for_s: _Optional[int] = ..., cooldown_s: _Optional[int] = ..., keep_firing_for_s: _Optional[int] = ..., notify: _Optional[str] = ..., enabled: _Optional[bool] = ..., description: _Optional[str] = ..., builtin: _Optional[bool] = ..., baseline_window: _Optional[str] = ...) -> None: ...
 
 class AlertStatus(_message.Message):
-    __slots__ = ("symbol", "rule", "state", "grade", "value", "threshold", "since", "message")
+    __slots__ = ("symbol", "rule", "state", "grade", "value", "threshold", "since", "message", "reason")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class AlertStatus(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     rule: str
     state: str
@@ -69,10 +70,11 @@ class AlertStatus(_message.Message):
     threshold: float
     since: _timestamp_pb2.Timestamp
     message: str
-    def __init__(self, symbol: _Optional[str] = ..., rule: _Optional[str] = ..., state: _Optional[str] = ..., grade: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, symbol: _Optional[str] = ..., rule: _Optional[str] = ..., state: _Optional[str] = ..., grade: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class AlertEvent(_message.Message):
-    __slots__ = ("time", "symbol", "rule", "to", "grade", "value", "threshold", "message", "notified")
+    __slots__ = ("time", "symbol", "rule", "to", "grade", "value", "threshold", "message", "notified", "id", "stream_id")
     TIME_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +85,8 @@ class AlertEvent(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     NOTIFIED_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     time: _timestamp_pb2.Timestamp
     symbol: str
     rule: str
@@ -92,7 +96,9 @@ class AlertEvent(_message.Message):
     threshold: float
     message: str
     notified: bool
-    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., symbol: _Optional[str] = ..., rule: _Optional[str] = ..., to: _Optional[str] = ..., grade: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., message: _Optional[str] = ..., notified: _Optional[bool] = ..., **kwargs) -> None: ...
+    id: str
+    stream_id: str
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., symbol: _Optional[str] = ..., rule: _Optional[str] = ..., to: _Optional[str] = ..., grade: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., message: _Optional[str] = ..., notified: _Optional[bool] = ..., id: _Optional[str] = ..., stream_id: _Optional[str] = ..., **kwargs) -> None: ...
 
 class EvaluateRequest(_message.Message):
     __slots__ = ("symbols", "rules")
@@ -103,12 +109,24 @@ class EvaluateRequest(_message.Message):
     def __init__(self, symbols: _Optional[_Iterable[str]] = ..., rules: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
-    __slots__ = ("statuses", "events")
+    __slots__ = ("statuses", "events", "skipped")
     STATUSES_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     statuses: _containers.RepeatedCompositeFieldContainer[AlertStatus]
     events: _containers.RepeatedCompositeFieldContainer[AlertEvent]
-    def __init__(self, statuses: _Optional[_Iterable[_Union[AlertStatus, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[AlertEvent, _Mapping]]] = ...) -> None: ...
+    skipped: _containers.RepeatedCompositeFieldContainer[SkippedPair]
+    def __init__(self, statuses: _Optional[_Iterable[_Union[AlertStatus, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[AlertEvent, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedPair, _Mapping]]] = ...) -> None: ...
+
+class SkippedPair(_message.Message):
+    __slots__ = ("symbol", "rule", "reason")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    rule: str
+    reason: str
+    def __init__(self, symbol: _Optional[str] = ..., rule: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ListRulesRequest(_message.Message):
     __slots__ = ()
@@ -179,16 +197,20 @@ class ListAlertsResponse(_message.Message):
     def __init__(self, active: _Optional[_Iterable[_Union[AlertStatus, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[AlertEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchAlertsRequest(_message.Message):
-    __slots__ = ("symbols",)
+    __slots__ = ("symbols", "resume_from")
     SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_FIELD_NUMBER: _ClassVar[int]
     symbols: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, symbols: _Optional[_Iterable[str]] = ...) -> None: ...
+    resume_from: str
+    def __init__(self, symbols: _Optional[_Iterable[str]] = ..., resume_from: _Optional[str] = ...) -> None: ...
 
 class WatchAlertsResponse(_message.Message):
-    __slots__ = ("event",)
+    __slots__ = ("event", "stream_id")
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     event: AlertEvent
-    def __init__(self, event: _Optional[_Union[AlertEvent, _Mapping]] = ...) -> None: ...
+    stream_id: str
+    def __init__(self, event: _Optional[_Union[AlertEvent, _Mapping]] = ..., stream_id: _Optional[str] = ...) -> None: ...
 
 class BacktestRequest(_message.Message):
     __slots__ = ("rule", "symbol", "interval", "start", "end")

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class AlertsServiceStub:
     """AlertsService owns judgement: rules evaluated on Core's numbers, graded OK / WARNING / ALERT
-    through a state machine (OK, PENDING, WARNING, ALERT, RECOVERING) that does not flap.
+    through a state machine (OK, PENDING, WARNING, ALERT, RECOVERING) that does not flap. A pair with
+    no or stale data is NO_DATA, a rule that fails at run time puts its pairs in ERROR; neither is OK.
     """
 
     def __init__(self, channel):
@@ -80,7 +81,8 @@ class AlertsServiceStub:
 
 class AlertsServiceServicer:
     """AlertsService owns judgement: rules evaluated on Core's numbers, graded OK / WARNING / ALERT
-    through a state machine (OK, PENDING, WARNING, ALERT, RECOVERING) that does not flap.
+    through a state machine (OK, PENDING, WARNING, ALERT, RECOVERING) that does not flap. A pair with
+    no or stale data is NO_DATA, a rule that fails at run time puts its pairs in ERROR; neither is OK.
     """
 
     def Evaluate(self, request, context):
@@ -126,7 +128,7 @@ class AlertsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchAlerts(self, request, context):
-        """Streams state transitions as they happen.
+        """Streams state transitions as they happen, from a resume point (the stream_id of the last event seen).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -192,7 +194,8 @@ def add_AlertsServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AlertsService:
     """AlertsService owns judgement: rules evaluated on Core's numbers, graded OK / WARNING / ALERT
-    through a state machine (OK, PENDING, WARNING, ALERT, RECOVERING) that does not flap.
+    through a state machine (OK, PENDING, WARNING, ALERT, RECOVERING) that does not flap. A pair with
+    no or stale data is NO_DATA, a rule that fails at run time puts its pairs in ERROR; neither is OK.
     """
 
     @staticmethod
