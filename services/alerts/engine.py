@@ -37,7 +37,7 @@ from services.alerts.notify import Receiver
 from services.alerts.rules import Rule
 from services.alerts.rules.stored import RuleStore
 from services.alerts.state import AlertState, Transition, retire, step, unjudged
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound, ServiceError
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound, ServiceError, short
 from services.common.freshness import is_stale
 from services.common.intervals import periods_per_year
 from services.common.series import SeriesSource
@@ -476,7 +476,7 @@ class AlertEngine:
                       page_token: str = "") -> tuple[list[dict], str]:
         """Transitions newest first, filtered, paged by stream id."""
         if page_token and not _STREAM_ID.match(page_token):
-            raise InvalidArgument("page_token", f"{page_token[:24]!r} is not a token from a previous page")
+            raise InvalidArgument("page_token", f"{short(page_token)} is not a token from a previous page")
         out: list[dict] = []
         cursor = page_token or "+"
         while len(out) < page_size:
@@ -498,7 +498,7 @@ class AlertEngine:
     async def watch(self, resume_from: str = "", block_ms: int = 1000):
         """Transitions after ``resume_from`` (a stream id), then live ones, forever (XREAD BLOCK)."""
         if resume_from and not _STREAM_ID.match(resume_from):
-            raise InvalidArgument("resume_from", f"{resume_from[:24]!r} is not a stream id from a previous event")
+            raise InvalidArgument("resume_from", f"{short(resume_from)} is not a stream id from a previous event")
         if resume_from:
             cursor = resume_from
         else:

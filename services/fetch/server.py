@@ -19,7 +19,7 @@ from services.common.bars import find_gaps
 from services.common.config import ServiceSettings, non_negative, positive, setting
 from services.common.convert import bars_to_pb, from_timestamp, gaps_to_pb, now_ms, to_timestamp
 from services.common.csv_bars import CsvError, load_csv, parse_spec
-from services.common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from services.common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable, short
 from services.common.events import last_id, read_stream
 from services.common.freshness import freshness_pb
 from services.common.intervals import check_interval, check_symbol, interval_ms, resolve_window
@@ -59,7 +59,7 @@ def _page_token(cursor_ms: int, end_ms: int | None) -> str:
 def _parse_page_token(token: str) -> tuple[int, int | None]:
     match = _TOKEN_RE.match(token)
     if not match:
-        raise InvalidArgument("page_token", f"{token[:20]!r} is not a next_page_token from GetBars")
+        raise InvalidArgument("page_token", f"{short(token)} is not a next_page_token from GetBars")
     return int(match.group(1)), int(match.group(2)) if match.group(2) else None
 
 

@@ -196,6 +196,7 @@ def test_grpc_components_get_probes_ports_and_scrape_annotations():
         headless = services[f"cryptolens-{name}-headless"]["spec"]
         assert headless["clusterIP"] == "None" and [p["port"] for p in headless["ports"]] == [port]
     assert deployments["cryptolens-core"]["spec"]["replicas"] == 2
+    assert deployments["cryptolens-alerts"]["spec"]["replicas"] == 2  # replicas share work exactly once
     ui = container(docs, "cryptolens-ui")
     assert ui["args"][0] == "ui" and ui["readinessProbe"]["httpGet"] == {"path": "/_stcore/health", "port": "http"}
 

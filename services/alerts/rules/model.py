@@ -17,7 +17,7 @@ import re
 import typing
 from dataclasses import asdict, dataclass, fields, replace
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, short
 from services.common.intervals import INTERVAL_MS, check_interval, check_symbol, interval_ms, parse_lookback
 from services.common.limits import MAX_WINDOW_BARS
 
@@ -88,22 +88,21 @@ def builtin_rules(interval: str = "1h", primary: str | None = None) -> list[Rule
 
 
 def checked_symbol(value: str, field: str = "symbol") -> str:
-    """check_symbol, quoting at most a short prefix of a bad value."""
-    if not isinstance(value, str) or len(value) > 24:
-        raise InvalidArgument(field, f"{str(value)[:20]!r}... is not a BASE-QUOTE symbol such as 'BTC-USD'")
+    """check_symbol, also for values of another type (a rules file may hold anything)."""
+    if not isinstance(value, str):
+        raise InvalidArgument(field, f"{short(value)} is not a BASE-QUOTE symbol such as 'BTC-USD'")
     return check_symbol(value, field)
 
 
 def checked_interval(value: str, field: str = "interval") -> str:
-    if not isinstance(value, str) or len(value) > 8:
-        raise InvalidArgument(field, f"{str(value)[:8]!r}... is not one of {' '.join(INTERVAL_MS)}")
+    if not isinstance(value, str):
+        raise InvalidArgument(field, f"{short(value)} is not one of {' '.join(INTERVAL_MS)}")
     return check_interval(value, field)
 
 
 def _lookback(text: str, field: str) -> int:
     if not isinstance(text, str) or not _LOOKBACK_TEXT.match(text.strip()):
-        shown = text[:20] if isinstance(text, str) else text
-        raise InvalidArgument(field, f"{shown!r} is not a lookback such as '24h', '30d' or '1y'")
+        raise InvalidArgument(field, f"{short(text)} is not a lookback such as '24h', '30d' or '1y'")
     return parse_lookback(text.strip(), field)
 
 
@@ -130,25 +129,25 @@ def window_bars(text: str, interval: str, field: str = "window", minimum: int = 
 def validate_rule(rule: Rule) -> Rule:
     """The rule with defaults filled in, or InvalidArgument naming the field and the reason."""
     if not isinstance(rule.id, str) or not _ID_RE.match(rule.id):
-        raise InvalidArgument("id", f"{str(rule.id)[:40]!r} must be a slug: lower-case letters, digits, "
+        raise InvalidArgument("id", f"{short(rule.id)} must be a slug: lower-case letters, digits, "
                                     f"'-', '_' or '.'")
     if rule.kind not in KINDS:
-        raise InvalidArgument("kind", f"{str(rule.kind)[:40]!r} is not one of {', '.join(KINDS)}")
+        raise InvalidArgument("kind", f"{short(rule.kind)} is not one of {', '.join(KINDS)}")
     if rule.kind == "threshold" and rule.metric not in METRICS:
-        raise InvalidArgument("metric", f"unknown metric {str(rule.metric)[:40]!r}; use one of {', '.join(METRICS)}")
+        raise InvalidArgument("metric", f"unknown metric {short(rule.metric)}; use one of {', '.join(METRICS)}")
     if rule.condition not in CONDITIONS:
-        raise InvalidArgument("condition", f"{str(rule.condition)[:40]!r} is not one of {', '.join(CONDITIONS)}")
+        raise InvalidArgument("condition", f"{short(rule.condition)} is not one of {', '.join(CONDITIONS)}")
     if rule.notify not in NOTIFY:
-        raise InvalidArgument("notify", f"{str(rule.notify)[:40]!r} is not one of {', '.join(NOTIFY)}")
+        raise InvalidArgument("notify", f"{short(rule.notify)} is not one of {', '.join(NOTIFY)}")
     for name, limit in _TEXT_LIMITS.items():
         if len(getattr(rule, name)) > limit:
             raise InvalidArgument(name, f"longer than {limit} characters")
     symbol = rule.symbol if rule.symbol == "*" else checked_symbol(rule.symbol)
     checked_interval(rule.interval)
-    short = window_bars(rule.window, rule.interval, "window", min_window_bars(rule))
+    window = window_bars(rule.window, rule.interval, "window", min_window_bars(rule))
     if rule.kind == "volatility_spike":
         baseline = window_bars(rule.baseline_window, rule.interval, "baseline_window", 2)
-        if baseline <= short:
+        if baseline <= window:
             raise InvalidArgument("baseline_window", "must be longer than window")
     for name in ("pending_for_s", "cooldown_s", "keep_firing_for_s"):
         if not 0 <= getattr(rule, name) <= MAX_DURATION_S:
