@@ -1,4 +1,4 @@
-"""The caps on work one request may cause, shared by every service (see docs/limits.md).
+"""The caps on work one request may cause, shared by every service (see docs/provenance.md).
 
 A window wider than MAX_WINDOW_BARS bars of its interval is refused with RESOURCE_EXHAUSTED naming
 the cap; a fetch-through never asks a provider for more than MAX_FETCH_BARS bars at once; GetBars
