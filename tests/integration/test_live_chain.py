@@ -150,9 +150,9 @@ def test_the_only_exchange_goes_dark_every_bar_stays_the_exchanges(redis_server,
                     time.sleep(0.2)
                 server.add_fault(Fault("503", path="/api/v3/klines"), times=1_000_000)
                 dark_at = time.monotonic()
-                time.sleep(13)
+                time.sleep(20)  # dark for a minute, as in the issue
                 age_early = series_age(fetch.metrics_port)
-                time.sleep(5)
+                time.sleep(40)
                 age_late = series_age(fetch.metrics_port)
                 during = all_bars(stub, "BTC-USD", "1m", "1d")
                 server.clear_faults()
@@ -171,7 +171,7 @@ def test_the_only_exchange_goes_dark_every_bar_stays_the_exchanges(redis_server,
                             if s.symbol == "BTC-USD" and s.interval == "1m")
         finally:
             stack.stop()
-    assert dark_s >= 15
+    assert dark_s >= 60
     for bar in during + after:  # every stored close is the exchange's (simulated BTC would be ~68k, not ~20k)
         assert bar.close == pytest.approx(market.bar(bar.time.ToMilliseconds(), MINUTE)[3], abs=1e-6)
     assert age_early is not None and age_late is not None and 0 < age_early < age_late
