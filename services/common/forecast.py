@@ -31,6 +31,7 @@ HIST_WINDOW = 30       # bars in the rolling historical baseline
 MIN_RETURNS = 250      # returns a GARCH fit needs (so MIN_HISTORY_BARS closes)
 MIN_HISTORY_BARS = MIN_RETURNS + 1
 FIT_WINDOW = 1000      # the estimation window: the last 1000 returns before the origin (fewer early on)
+MAX_HISTORY_BARS = 5000  # Core evaluates on at most the last 5000 bars before as_of (bounds the time)
 REFIT_EVERY = 20       # the evaluation refits GARCH every 20 origins and filters forward in between
 BAND_P = 0.95
 VARIANCE_FLOOR = 1e-8  # percent^2: a flat stretch must not make a log(0) in QLIKE
@@ -191,15 +192,21 @@ def garch_path(returns: np.ndarray, start: int, refit_every: int = REFIT_EVERY
 
     At every ``refit_every``-th origin o the model is refitted on returns[:o] (last FIT_WINDOW of
     them); in between, the variance is filtered forward with those parameters through the returns
-    observed since, so each forecast of returns[i] uses returns[:i] only."""
+    observed since, so each forecast of returns[i] uses returns[:i] only. The first fit must succeed."""
     n = len(returns) - start
     h, mu, nu = np.empty(n), np.empty(n), np.empty(n)
     params, h_prev = None, 0.0
     for k in range(n):
         i = start + k
         if k % refit_every == 0:
-            params, h_last = fit_garch(returns[:i])
-            h_prev = _garch_step(params, h_last, float(returns[i - 1]))
+            try:
+                params, h_last = fit_garch(returns[:i])
+                h_prev = _garch_step(params, h_last, float(returns[i - 1]))
+            except ForecastError:
+                if params is None:
+                    raise
+                # A refit that fails keeps the last good parameters (nothing after i is ever used).
+                h_prev = _garch_step(params, h_prev, float(returns[i - 1]))
         else:
             h_prev = _garch_step(params, h_prev, float(returns[i - 1]))
         h[k], mu[k], nu[k] = h_prev, params["mu"], params["nu"]
