@@ -106,3 +106,36 @@ def test_real_browser_renders_the_dashboard(service_env, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_page_shows_the_volatility_forecast_without_a_price_call(service_env):
+    from ui.client import CryptoLensClient
+    from ui.present import band, record_sentence
+
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    answer = CryptoLensClient.from_env().forecast("BTC-USD", "1h")
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["BTC-USD expected volatility, next hour"] == f"{answer['forecast']['volatility'] * 100:.2f} %"
+    assert band(answer["forecast"]) in [m.value for m in at.metric if m.label == "95 % band of the next return"]
+    assert "Realised, latest bar" in shown
+    captions = " ".join(c.value for c in at.caption)
+    assert record_sentence(answer) in captions and record_sentence(answer).startswith("Over ")
+    assert "No price call here" in captions
+    # No arrows in the forecast panel: its metrics carry no delta.
+    panel = [m for m in at.metric if "expected volatility" in m.label or m.label.startswith(("95 %", "Realised"))]
+    assert len(panel) == 9 and all(not m.proto.delta for m in panel)
+
+
+def test_record_sentence_and_band_format():
+    from ui.present import band, next_period, record_sentence
+
+    answer = {"model": "garch_t", "interval": "1d", "track_record": [
+        {"model": "garch_t", "count": "2900", "qlike": 1.7, "coverage": 0.948},
+        {"model": "ewma", "count": "2900", "qlike": 1.81, "coverage": 0.93}]}
+    assert record_sentence(answer) == ("Over 2,900 days GARCH-t scored QLIKE 1.70 against EWMA's 1.81 (lower is "
+                                       "better); the band held 94.8 % of days.")
+    assert record_sentence({"model": "garch_t", "interval": "1d"}).startswith("Not enough history")
+    assert band({"band_lower": -0.057, "band_upper": 0.058}) == "−5.7 % to +5.8 %"
+    assert next_period("1d") == "tomorrow" and next_period("15m") == "next 15m bar"
