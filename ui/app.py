@@ -73,10 +73,11 @@ def forecast_panel(symbols: list[str], interval: str) -> None:
         except ServiceError as exc:
             st.caption(f"{symbol}: no forecast ({exc})")
             continue
-        left, right = st.columns([1.2, 1])
-        a, b, c = left.columns(3)
-        a.metric(f"{symbol} expected volatility, {next_period(interval)}", pct(answer["forecast"].get("volatility"), 2))
-        b.metric("95 % band of the next return", band(answer["forecast"]))
+        left, right = st.columns([1.3, 1])
+        left.markdown(f"**{symbol}** · {next_period(interval)}")
+        a, b, c = left.columns([1, 1.3, 1])
+        a.metric("Expected volatility", pct(answer["forecast"].get("volatility"), 2))
+        b.metric("95 % band", band(answer["forecast"]))
         c.metric("Realised, latest bar", pct(answer.get("last_abs_return"), 2))
         left.caption(record_sentence(answer))
         if not answer["history"].empty:

@@ -71,11 +71,11 @@ def next_period(interval: str) -> str:
 
 
 def band(forecast: dict) -> str:
-    """The 95 % band of the next return, e.g. '−5.7 % to +5.8 %'."""
+    """The 95 % band of the next return, e.g. '−5.7 / +5.8 %'."""
     lower, upper = forecast.get("band_lower"), forecast.get("band_upper")
     if lower is None or upper is None:
         return "—"
-    return f"{lower * 100:+.1f} % to {upper * 100:+.1f} %".replace("-", "−")
+    return f"{lower * 100:+.1f} / {upper * 100:+.1f} %".replace("-", "−")
 
 
 def record_sentence(answer: dict) -> str:

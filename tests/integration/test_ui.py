@@ -93,6 +93,7 @@ def test_real_browser_renders_the_dashboard(service_env, tmp_path):
             # Streamlit renders over a websocket: wait for the KPI metrics to appear.
             page.wait_for_selector("[data-testid='stMetric']", timeout=60_000)
             page.wait_for_selector("text=Correlation of returns", timeout=60_000)
+            page.wait_for_selector("text=No price call here", timeout=60_000)
             page.wait_for_selector(".vega-embed canvas, .vega-embed svg", timeout=60_000)
             page.wait_for_timeout(1500)  # let the charts finish drawing before the screenshot
             text = page.inner_text("body")
@@ -100,6 +101,7 @@ def test_real_browser_renders_the_dashboard(service_env, tmp_path):
             browser.close()
         assert "CryptoLens" in text and "Annualised volatility" in text and "BTC-USD" in text
         assert "Traceback" not in text and "Error" not in text
+        assert "Volatility next hour" in text and "No price call here" in text and "scored QLIKE" in text
         assert shot[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(shot[16:20], "big") == 1400
         if os.environ.get("CRYPTOLENS_SAVE_SCREENSHOT"):
             (ROOT / "docs" / "ui.png").write_bytes(shot)
@@ -116,15 +118,20 @@ def test_page_shows_the_volatility_forecast_without_a_price_call(service_env):
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     answer = CryptoLensClient.from_env().forecast("BTC-USD", "1h")
-    shown = {m.label: m.value for m in at.metric}
-    assert shown["BTC-USD expected volatility, next hour"] == f"{answer['forecast']['volatility'] * 100:.2f} %"
-    assert band(answer["forecast"]) in [m.value for m in at.metric if m.label == "95 % band of the next return"]
-    assert "Realised, latest bar" in shown
+    assert "**BTC-USD** · next hour" in [m.value for m in at.markdown]
+    # The panel's rows follow the selected symbols; BTC-USD is the first.
+    volatility = [m.value for m in at.metric if m.label == "Expected volatility"]
+    bands = [m.value for m in at.metric if m.label == "95 % band"]
+    realised = [m.value for m in at.metric if m.label == "Realised, latest bar"]
+    assert len(volatility) == len(bands) == len(realised) == 3
+    assert volatility[0] == f"{answer['forecast']['volatility'] * 100:.2f} %"
+    assert bands[0] == band(answer["forecast"])
+    assert realised[0] == f"{answer['last_abs_return'] * 100:.2f} %"
     captions = " ".join(c.value for c in at.caption)
     assert record_sentence(answer) in captions and record_sentence(answer).startswith("Over ")
     assert "No price call here" in captions
     # No arrows in the forecast panel: its metrics carry no delta.
-    panel = [m for m in at.metric if "expected volatility" in m.label or m.label.startswith(("95 %", "Realised"))]
+    panel = [m for m in at.metric if m.label in ("Expected volatility", "95 % band", "Realised, latest bar")]
     assert len(panel) == 9 and all(not m.proto.delta for m in panel)
 
 
@@ -137,5 +144,5 @@ def test_record_sentence_and_band_format():
     assert record_sentence(answer) == ("Over 2,900 days GARCH-t scored QLIKE 1.70 against EWMA's 1.81 (lower is "
                                        "better); the band held 94.8 % of days.")
     assert record_sentence({"model": "garch_t", "interval": "1d"}).startswith("Not enough history")
-    assert band({"band_lower": -0.057, "band_upper": 0.058}) == "−5.7 % to +5.8 %"
+    assert band({"band_lower": -0.057, "band_upper": 0.058}) == "−5.7 / +5.8 %"
     assert next_period("1d") == "tomorrow" and next_period("15m") == "next 15m bar"
