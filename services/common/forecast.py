@@ -102,12 +102,12 @@ def check_history(returns: np.ndarray) -> None:
 
 
 # --- models -------------------------------------------------------------------------------
-def fit_garch(returns: np.ndarray) -> tuple[dict[str, float], float]:
-    """GARCH(1,1)-t fitted on the last FIT_WINDOW returns: (params, conditional variance of the last
+def fit_garch(returns: np.ndarray, window: int = FIT_WINDOW) -> tuple[dict[str, float], float]:
+    """GARCH(1,1)-t fitted on the last ``window`` returns: (params, conditional variance of the last
     in-sample return). Raises ForecastError naming why a fit failed."""
     from arch import arch_model  # imported here: arch is slow to import and only fits need it
 
-    sample = returns[-FIT_WINDOW:]
+    sample = returns[-window:]
     model = arch_model(sample, mean="Constant", vol="GARCH", p=1, q=1, dist="t", rescale=False)
     with warnings.catch_warnings():
         # arch warns on a non-converged optimiser; that is checked below and turned into an error.
@@ -281,3 +281,62 @@ def evaluate(close: np.ndarray, refit_every: int = REFIT_EVERY) -> Evaluation:
     dm, dm_p = diebold_mariano(qlike_losses(g_h, realised), qlike_losses(variances["ewma"], realised))
     return Evaluation(records, dm, dm_p, np.arange(start, len(returns)), variances, realised,
                       time.perf_counter() - started)
+
+
+# --- on a calendar cadence (the Alerts rule) ------------------------------------------------
+def _refits(ts: np.ndarray, step_ms: int, refit_every: int) -> np.ndarray:
+    """True at the first bar of each block of ``refit_every`` bar times (blocks anchored at the epoch,
+    so where refits fall depends on the bars' times only, never on where a series or a slice starts)."""
+    block = np.asarray(ts, dtype=np.int64) // (step_ms * refit_every)
+    return np.concatenate([[True], block[1:] != block[:-1]]) if len(block) else np.zeros(0, dtype=bool)
+
+
+def _fit_at(returns: np.ndarray, i: int, window: int) -> tuple[dict, float] | None:
+    """The GARCH-t fit at bar i (returns[:i] end at bar i) on at most ``window`` returns, with its
+    forecast for the next return; None without MIN_RETURNS returns or when the fit fails."""
+    sample = returns[max(0, i - window):i]
+    if len(sample) < MIN_RETURNS:
+        return None
+    try:
+        params, h_last = fit_garch(sample, window)
+    except ForecastError:
+        return None
+    return params, _garch_step(params, h_last, float(sample[-1]))
+
+
+def cadence_variances(ts: np.ndarray, close: np.ndarray, step_ms: int, window: int,
+                      refit_every: int = REFIT_EVERY, deadline: float | None = None) -> np.ndarray:
+    """v[i]: GARCH-t variance forecast (percent^2) of the return after bar i, from the closes up to bar i.
+
+    Refitted at the first bar of each block of ``refit_every`` bar times on the last ``window``
+    returns, filtered forward in between; NaN until a fit succeeds and from a failed fit to the next
+    refit. ``deadline`` (time.monotonic()) stops it with TimeoutError."""
+    returns = percent_returns(close)
+    out = np.full(len(close), np.nan)
+    fit = None
+    for i, refit in enumerate(_refits(ts, step_ms, refit_every).tolist()):
+        if refit:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("the backtest ran out of time; ask for a shorter range")
+            fit = _fit_at(returns, i, window)
+        elif fit is not None:
+            fit = fit[0], _garch_step(fit[0], fit[1], float(returns[i - 1]))
+        if fit is not None:
+            out[i] = fit[1]
+    return out
+
+
+def cadence_variance_now(ts: np.ndarray, close: np.ndarray, step_ms: int, window: int,
+                         refit_every: int = REFIT_EVERY) -> float:
+    """cadence_variances(...)[-1] with one fit: at the last refit bar, filtered to the last bar."""
+    if len(close) == 0:
+        return math.nan
+    returns = percent_returns(close)
+    j = int(np.flatnonzero(_refits(ts, step_ms, refit_every))[-1])
+    fit = _fit_at(returns, j, window)
+    if fit is None:
+        return math.nan
+    params, h = fit
+    for i in range(j + 1, len(close)):
+        h = _garch_step(params, h, float(returns[i - 1]))
+    return h
