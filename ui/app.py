@@ -134,7 +134,9 @@ def main() -> None:
 
     for symbol, s in stats.items():
         cols = st.columns([1.3, 1, 1, 1, 1, 0.8])
-        cols[0].metric(symbol, price(s.get("last")), pct(s.get("change"), 2) if "change" in s else None)
+        # The window's change, in grey and without an arrow: a past move, never a price call.
+        cols[0].metric(symbol, price(s.get("last")), pct(s.get("change"), 2) if "change" in s else None,
+                       delta_color="off", delta_arrow="off", help=f"change over the last {window}")
         cols[1].metric("Annualised volatility", pct(s.get("annualized_volatility")))
         cols[2].metric("Max drawdown", pct(s.get("max_drawdown")))
         cols[3].metric("Sharpe", num(s.get("sharpe")))

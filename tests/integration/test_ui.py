@@ -130,9 +130,12 @@ def test_page_shows_the_volatility_forecast_without_a_price_call(service_env):
     captions = " ".join(c.value for c in at.caption)
     assert record_sentence(answer) in captions and record_sentence(answer).startswith("Over ")
     assert "No price call here" in captions
-    # No arrows in the forecast panel: its metrics carry no delta.
+    # No price arrows anywhere: the forecast panel's metrics carry no delta, the price's change no arrow.
     panel = [m for m in at.metric if m.label in ("Expected volatility", "95 % band", "Realised, latest bar")]
     assert len(panel) == 9 and all(not m.proto.delta for m in panel)
+    btc = next(m for m in at.metric if m.label == "BTC-USD")
+    assert btc.proto.delta and btc.proto.direction == btc.proto.NONE
+    assert {m.proto.direction for m in at.metric} == {btc.proto.NONE}
 
 
 def test_record_sentence_and_band_format():
