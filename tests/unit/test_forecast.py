@@ -153,3 +153,13 @@ def test_live_forecast_on_daily_files(shared_data, name):
     assert 0.005 < f.volatility < 0.15
     assert f.lower < 0 < f.upper
     assert 2 < f.params["nu"] < 30 and 0 <= f.params["alpha"] + f.params["beta"] <= 1
+
+
+def test_track_record_on_the_last_5000_hourly_bars_is_sane(shared_data):
+    close = load_csv(shared_data / "prices" / "BTCUSDT_1h_cdd-binance.csv", "1h").bars["close"].astype(float)
+    ev = fc.evaluate(close[-fc.MAX_HISTORY_BARS:])
+    for model, record in ev.records.items():
+        assert record.count == fc.MAX_HISTORY_BARS - 1 - fc.MIN_RETURNS
+        # docs/forecasts.md: hourly percent returns score QLIKE between 0.5 and 2
+        assert 0.5 < record.qlike < 2.0 and 0.90 <= record.coverage <= 0.99, (model, record)
+    assert ev.records["garch_t"].qlike < ev.records["historical"].qlike
