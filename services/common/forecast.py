@@ -17,6 +17,7 @@ evaluation scores each origin with parameters fitted on returns before that orig
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -102,16 +103,25 @@ def check_history(returns: np.ndarray) -> None:
 
 
 # --- models -------------------------------------------------------------------------------
+@functools.cache
+def _arch_model():
+    """arch's model factory, imported on first use (the import takes about a second)."""
+    from arch import arch_model
+    from arch.utility.exceptions import ConvergenceWarning, StartingValueWarning
+
+    # Filtered once for the process, not per fit: warnings.catch_warnings is not thread-safe and fits
+    # run in worker threads. Non-convergence is checked on the result and raised as ForecastError.
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    warnings.filterwarnings("ignore", category=StartingValueWarning)
+    return arch_model
+
+
 def fit_garch(returns: np.ndarray, window: int = FIT_WINDOW) -> tuple[dict[str, float], float]:
     """GARCH(1,1)-t fitted on the last ``window`` returns: (params, conditional variance of the last
     in-sample return). Raises ForecastError naming why a fit failed."""
-    from arch import arch_model  # imported here: arch is slow to import and only fits need it
-
     sample = returns[-window:]
-    model = arch_model(sample, mean="Constant", vol="GARCH", p=1, q=1, dist="t", rescale=False)
-    with warnings.catch_warnings():
-        # arch warns on a non-converged optimiser; that is checked below and turned into an error.
-        warnings.simplefilter("ignore")
+    model = _arch_model()(sample, mean="Constant", vol="GARCH", p=1, q=1, dist="t", rescale=False)
+    with np.errstate(all="ignore"):  # the optimiser probes extreme parameters; thread-local, unlike warnings
         try:
             result = model.fit(disp="off", show_warning=False)
         except (ValueError, np.linalg.LinAlgError) as exc:
@@ -217,12 +227,12 @@ def kupiec(n: int, misses: int, p: float = 1 - BAND_P) -> tuple[float, float]:
     """Kupiec's proportion-of-failures LR statistic and its chi-squared(1) p-value."""
     if n == 0:
         return math.nan, math.nan
-    x, phat = misses, misses / n
+    x = misses
 
-    def loglik(q: float) -> float:
-        return (n - x) * math.log1p(-q) if x == 0 else (x * math.log(q) if x == n else
-                                                         (n - x) * math.log1p(-q) + x * math.log(q))
-    lr = max(0.0, -2.0 * (loglik(p) - loglik(phat)))
+    def loglik(q: float) -> float:  # binomial log-likelihood of x misses in n; 0 * log 0 taken as 0
+        return ((n - x) * math.log1p(-q) if x < n else 0.0) + (x * math.log(q) if x > 0 else 0.0)
+
+    lr = max(0.0, -2.0 * (loglik(p) - loglik(x / n)))
     return lr, float(sps.chi2.sf(lr, 1))
 
 
