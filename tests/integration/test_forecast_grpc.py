@@ -3,17 +3,22 @@ BTC daily file (and a short SOL file cut from the real one)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 
 import grpc
 import numpy as np
 import pytest
 import redis
+import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
 from services.common import forecast as fc
+from services.common.bars import make_bars
 from services.common.csv_bars import load_csv
+from services.common.store import PriceStore
 from services.core.forecast_live import live_key
 from tests.integration.services import Stack
 
@@ -124,3 +129,39 @@ def test_the_event_loop_answers_while_a_fit_runs(core):
     assert stats.count == 26  # 30 days less the file's 4 missing days in March 2026
     assert not future.done()
     assert future.result().bars > 2500
+
+
+def _write(redis_url: str, symbol: str, ts: np.ndarray, close: np.ndarray) -> None:
+    async def write():
+        client = aioredis.from_url(redis_url)
+        await PriceStore(client).write(symbol, "1d", make_bars(ts, close, close, close, close, np.ones(len(ts))),
+                                       "test")
+        await client.aclose()
+
+    asyncio.run(write())
+
+
+def test_a_live_forecast_is_scored_once_its_bar_has_closed(core, redis_url):
+    """Issued by one GetForecast, scored by a later one after two more bars were written: against the
+    forecast as issued, on the realised return of its target bar."""
+    day = 86_400_000
+    rng = np.random.default_rng(11)
+    n = 400
+    last = (int(time.time() * 1000) // day - 5) * day
+    ts = last - day * np.arange(n - 1, -1, -1, dtype=np.int64)
+    close = 50.0 * np.exp(np.cumsum(rng.standard_t(5, n) * 0.02))
+    _write(redis_url, "DOT-USD", ts, close)
+    first = core.GetForecast(core_pb2.GetForecastRequest(symbol="DOT-USD", interval="1d"), timeout=60)
+    assert first.target.ToMilliseconds() == last + day
+    assert {x.model: x.count for x in first.live_record} == {m: 0 for m in fc.MODELS}
+
+    _write(redis_url, "DOT-USD", np.array([last + day, last + 2 * day]), np.array([close[-1] * 1.05, close[-1]]))
+    second = core.GetForecast(core_pb2.GetForecastRequest(symbol="DOT-USD", interval="1d"), timeout=60)
+    assert second.target.ToMilliseconds() == last + 3 * day
+    live = {x.model: x for x in second.live_record}
+    assert {m: x.count for m, x in live.items()} == {m: 1 for m in fc.MODELS}
+    h = (100 * first.forecast.volatility) ** 2
+    r = 100 * math.log(1.05)
+    assert live["garch_t"].qlike == pytest.approx(math.log(h) + r * r / h, rel=1e-9)
+    inside = first.forecast.band_lower <= math.log(1.05) <= first.forecast.band_upper
+    assert live["garch_t"].coverage == (1.0 if inside else 0.0)
