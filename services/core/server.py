@@ -21,12 +21,11 @@ from redis.exceptions import RedisError
 from prometheus_client import Gauge
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
-from services.common.config import ServiceSettings, positive, setting
 from services.common import forecast as fc
+from services.common.config import ServiceSettings, positive, setting
 from services.common.convert import from_timestamp, now_ms
-from services.common.errors import InvalidArgument, FailedPrecondition, NotFound, Unavailable
+from services.common.errors import InvalidArgument, FailedPrecondition, NotFound, Unavailable, short
 from services.common.freshness import coverage_pb, freshness_pb
-from services.common.errors import short
 from services.common.intervals import Window, check_interval, check_symbol, interval_ms
 from services.common.limits import MAX_PAGE_BARS, MAX_WINDOW_BARS
 from services.common.series import Series, SeriesSource, SeriesState

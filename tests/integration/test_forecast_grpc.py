@@ -165,3 +165,17 @@ def test_a_live_forecast_is_scored_once_its_bar_has_closed(core, redis_url):
     assert live["garch_t"].qlike == pytest.approx(math.log(h) + r * r / h, rel=1e-9)
     inside = first.forecast.band_lower <= math.log(1.05) <= first.forecast.band_upper
     assert live["garch_t"].coverage == (1.0 if inside else 0.0)
+
+
+def test_a_broken_live_record_leaves_the_forecast_standing(core, redis_url):
+    """The live record's key holding the wrong type (Redis answers WRONGTYPE): the forecast is answered,
+    without a live record, never an error."""
+    day = 86_400_000
+    last = (int(time.time() * 1000) // day - 2) * day
+    ts = last - day * np.arange(299, -1, -1, dtype=np.int64)
+    close = 10.0 * np.exp(np.cumsum(np.random.default_rng(4).standard_t(5, 300) * 0.03))
+    _write(redis_url, "ADA-USD", ts, close)
+    redis.Redis.from_url(redis_url).set(live_key("ADA-USD", "1d", "garch_t"), "not a hash")
+    r = core.GetForecast(core_pb2.GetForecastRequest(symbol="ADA-USD", interval="1d"), timeout=60)
+    assert r.forecast.volatility > 0 and r.bars == 300
+    assert not r.live_record
