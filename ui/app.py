@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from ui.client import CryptoLensClient, ServiceError
-from ui.present import badge, default_interval, freshness_line, num, pct, price
+from ui.present import (NO_PRICE_CALL, badge, band, default_interval, freshness_line, next_period, num, pct, price,
+                        record_sentence)
 
 WINDOWS = ["24h", "7d", "30d", "90d", "1y", "5y", "10y"]
 INTERVALS = ["1m", "5m", "15m", "1h", "4h", "1d"]
@@ -51,9 +52,37 @@ def load_correlation(service_addrs: tuple, symbols: tuple[str, ...], interval: s
     return client().correlation(list(symbols), interval, window)
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def load_forecast(service_addrs: tuple, symbol: str, interval: str) -> dict:
+    return client().forecast(symbol, interval)
+
+
 @st.cache_data(ttl=10, show_spinner=False)
 def load_alerts(service_addrs: tuple) -> dict:
     return client().alerts()
+
+
+def forecast_panel(symbols: list[str], interval: str) -> None:
+    """Per symbol: the next period's expected volatility and band beside the latest realised move, a small
+    chart of past forecasts against what happened, and the record in one sentence. No price call."""
+    st.subheader(f"Volatility {next_period(interval)}")
+    st.caption(NO_PRICE_CALL)
+    for symbol in symbols:
+        try:
+            answer = load_forecast(addrs(), symbol, interval)
+        except ServiceError as exc:
+            st.caption(f"{symbol}: no forecast ({exc})")
+            continue
+        left, right = st.columns([1.3, 1])
+        left.markdown(f"**{symbol}** · {next_period(interval)}")
+        a, b, c = left.columns([1, 1.3, 1])
+        a.metric("Expected volatility", pct(answer["forecast"].get("volatility"), 2))
+        b.metric("95 % band", band(answer["forecast"]))
+        c.metric("Realised, latest bar", pct(answer.get("last_abs_return"), 2))
+        left.caption(record_sentence(answer))
+        if not answer["history"].empty:
+            right.line_chart(answer["history"].mul(100).rename(columns={
+                "forecast": "forecast volatility (%)", "realised": "realised move (%)"}), height=170)
 
 
 def main() -> None:
@@ -105,7 +134,9 @@ def main() -> None:
 
     for symbol, s in stats.items():
         cols = st.columns([1.3, 1, 1, 1, 1, 0.8])
-        cols[0].metric(symbol, price(s.get("last")), pct(s.get("change"), 2) if "change" in s else None)
+        # The window's change, in grey and without an arrow: a past move, never a price call.
+        cols[0].metric(symbol, price(s.get("last")), pct(s.get("change"), 2) if "change" in s else None,
+                       delta_color="off", delta_arrow="off", help=f"change over the last {window}")
         cols[1].metric("Annualised volatility", pct(s.get("annualized_volatility")))
         cols[2].metric("Max drawdown", pct(s.get("max_drawdown")))
         cols[3].metric("Sharpe", num(s.get("sharpe")))
@@ -133,6 +164,8 @@ def main() -> None:
             left.line_chart(closes, height=300)
         right.subheader("Drawdown from peak (%)")
         right.line_chart(pd.DataFrame({s: f["drawdown"] * 100 for s, f in frames.items()}).sort_index(), height=300)
+
+    forecast_panel(list(stats), interval)
 
     risk_col, corr_col = st.columns(2)
     risk = pd.DataFrame({

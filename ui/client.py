@@ -46,15 +46,16 @@ class CryptoLensClient:
         self._core = core_pb2_grpc.CoreServiceStub(_channel(self.core_addr))
         self._alerts = alerts_pb2_grpc.AlertsServiceStub(_channel(self.alerts_addr))
 
-    def _call(self, service: str, addr: str, method, request):
+    def _call(self, service: str, addr: str, method, request, timeout_s: float | None = None):
+        timeout_s = timeout_s or self.timeout_s
         try:
-            return method(request, timeout=self.timeout_s)
+            return method(request, timeout=timeout_s)
         except grpc.RpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.UNAVAILABLE:
                 raise ServiceError(f"the {service} service is not reachable at {addr} ({exc.details()})") from None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise ServiceError(f"the {service} service did not answer within {self.timeout_s:g} s") from None
+                raise ServiceError(f"the {service} service did not answer within {timeout_s:g} s") from None
             raise ServiceError(f"{service}: {code.name}: {exc.details()}") from None
 
     # --- Fetch ---
@@ -125,6 +126,17 @@ class CryptoLensClient:
                                                    holdings=[core_pb2.Holding(symbol=s, weight=w)
                                                              for s, w in holdings.items()])
         return _as_dict(self._call("Core", self.core_addr, self._core.GetPortfolioRisk, request))
+
+    def forecast(self, symbol: str, interval: str, model: str = "", timeout_s: float = 60.0) -> dict:
+        """The live volatility forecast with its track record; ``history`` is a frame of forecast against
+        realised (fractions). A cold evaluation takes seconds, hence the longer deadline."""
+        reply = self._call("Core", self.core_addr, self._core.GetForecast,
+                           core_pb2.GetForecastRequest(symbol=symbol, interval=interval, model=model), timeout_s)
+        out = _as_dict(reply)
+        out["history"] = pd.DataFrame(
+            {"forecast": [p.forecast for p in reply.history], "realised": [p.realised for p in reply.history]},
+            index=pd.to_datetime([p.time.ToMilliseconds() for p in reply.history], unit="ms", utc=True))
+        return out
 
     # --- Alerts ---
     def alerts(self, page_size: int = 20) -> dict:

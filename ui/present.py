@@ -55,3 +55,40 @@ def badge(text: str) -> str:
     fg, bg = BADGE.get(text, BADGE["PENDING"])
     return (f"<span style='color:{fg};background:{bg};border-radius:999px;padding:2px 10px;"
             f"font-size:0.8rem;font-weight:600'>{text}</span>")
+
+
+NO_PRICE_CALL = ("No price call here, on purpose: one bar ahead the direction of a crypto price is noise, no "
+                 "model on this page beats a coin flip on it. The size of the move is different: calm follows "
+                 "calm and storms follow storms, so this panel forecasts how large the next move is likely to be, "
+                 "never which way.")
+MODEL_NAMES = {"garch_t": "GARCH-t", "ewma": "EWMA", "historical": "30-bar historical"}
+_UNITS = {"1d": ("day", "days"), "1h": ("hour", "hours")}
+
+
+def next_period(interval: str) -> str:
+    """'tomorrow' on daily bars, 'next hour' on hourly, else 'next 15m bar'."""
+    return {"1d": "tomorrow", "1h": "next hour"}.get(interval, f"next {interval} bar")
+
+
+def band(forecast: dict) -> str:
+    """The 95 % band of the next return, e.g. '−5.7 / +5.8 %'."""
+    lower, upper = forecast.get("band_lower"), forecast.get("band_upper")
+    if lower is None or upper is None:
+        return "—"
+    return f"{lower * 100:+.1f} / {upper * 100:+.1f} %".replace("-", "−")
+
+
+def record_sentence(answer: dict) -> str:
+    """The track record in one sentence: 'Over 2,891 days GARCH-t scored QLIKE 3.38 against EWMA's 3.38
+    (lower is better); the band held 94.2 % of days.'"""
+    records = {r["model"]: r for r in answer.get("track_record", [])}
+    model = answer.get("model", "garch_t")
+    mine, ewma = records.get(model), records.get("ewma")
+    if not mine or "qlike" not in mine:
+        return "Not enough history yet to score past forecasts."
+    one, many = _UNITS.get(answer.get("interval", ""), ("bar", "bars"))
+    count = int(mine["count"])
+    text = f"Over {count:,} {one if count == 1 else many} {MODEL_NAMES.get(model, model)} scored QLIKE {mine['qlike']:.2f}"
+    if model != "ewma" and ewma and "qlike" in ewma:
+        text += f" against EWMA's {ewma['qlike']:.2f} (lower is better)"
+    return text + f"; the band held {mine.get('coverage', 0) * 100:.1f} % of {many}."

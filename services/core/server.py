@@ -9,6 +9,7 @@ Coverage and freshness are set on every answer as it leaves, so a cached answer'
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,20 +17,24 @@ from functools import partial
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from prometheus_client import Gauge
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
+from services.common import forecast as fc
 from services.common.config import ServiceSettings, positive, setting
-from services.common.convert import now_ms
-from services.common.errors import InvalidArgument, FailedPrecondition, NotFound, Unavailable
+from services.common.convert import from_timestamp, now_ms
+from services.common.errors import InvalidArgument, FailedPrecondition, NotFound, Unavailable, short
 from services.common.freshness import coverage_pb, freshness_pb
-from services.common.intervals import Window, check_interval, check_symbol
+from services.common.intervals import Window, check_interval, check_symbol, interval_ms
 from services.common.limits import MAX_PAGE_BARS, MAX_WINDOW_BARS
 from services.common.series import Series, SeriesSource, SeriesState
 from services.common.store import PriceStore
-from services.core import answers
+from services.core import answers, forecast_answer, forecast_live
 from services.core.result_cache import ResultCache, request_digest
 from services.core.windows import WindowSpec
+
+log = logging.getLogger("cryptolens.core")
 
 SERVICE_NAME = "cryptolens.v1.CoreService"
 MB = 1024 * 1024
@@ -271,3 +276,57 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
                                        interval)
         self._per_symbol(response, symbols, loaded, interval, now)
         return response
+
+    async def GetForecast(self, request, context):
+        now = now_ms()
+        symbol = check_symbol(request.symbol)
+        interval = check_interval(request.interval or self.settings.interval)
+        model = request.model or "garch_t"
+        if model not in fc.MODELS:
+            raise InvalidArgument("model", f"{short(model)} is not a model; use one of {', '.join(fc.MODELS)}")
+        as_of = from_timestamp(request, "as_of")
+        if as_of is not None and as_of <= 0:
+            raise InvalidArgument("as_of", "must be after 1970-01-01")
+
+        state = await self.series.ensure(symbol, interval)
+        last = state.info.last_ms
+        if last is None:
+            raise FailedPrecondition(f"{symbol} {interval} has no bars; a forecast needs at least "
+                                     f"MIN_HISTORY_BARS = {fc.MIN_HISTORY_BARS}")
+        end = min(as_of, last + 1) if as_of is not None else last + 1  # bars strictly before as_of
+        start = max(0, end - fc.MAX_HISTORY_BARS * interval_ms(interval))
+        key = ("GetForecast", state.stamp, start, end, model)
+        raw = self.results.get("GetForecast", key)
+        if raw is not None:
+            response = core_pb2.GetForecastResponse.FromString(raw)
+            response.cached = True
+        else:
+            series = await self.series.get(symbol, interval, start, end_ms=end, state=state)
+            SERIES_CACHE_BYTES.set(self.series.cached_bytes)
+            ts, close = series.window(start, end)
+            if len(ts) < fc.MIN_HISTORY_BARS:
+                raise FailedPrecondition(f"{symbol} {interval} has {len(ts)} bar(s) before as_of; a forecast needs "
+                                         f"at least MIN_HISTORY_BARS = {fc.MIN_HISTORY_BARS}")
+            response = await self._compute(forecast_answer.forecast, symbol, interval, model, ts, close,
+                                           series.version, series.source)
+            if series.stamp == state.stamp:
+                self.results.put(key, response.SerializeToString())
+        if as_of is None:
+            await self._live_record(response, symbol, interval, start, state, now)
+        response.freshness.CopyFrom(freshness_pb(last, interval, self.settings.stale_after_bars, now))
+        return response
+
+    async def _live_record(self, response, symbol: str, interval: str, start: int, state: SeriesState,
+                           now: int) -> None:
+        """Store this live forecast (first issue wins), score the stored ones whose bar has closed, and
+        attach the live record. Redis failing here leaves the live record out, never the forecast."""
+        try:
+            series = await self.series.get(symbol, interval, start, state=state)
+            ts, close = series.window(start, None)
+            records = await forecast_live.update(
+                self.redis, symbol, interval, ts, close, [response.forecast, *response.baselines],
+                response.last_bar.ToMilliseconds(), response.target.ToMilliseconds(), now)
+        except (RedisError, Unavailable) as exc:
+            log.warning("live forecast record of %s %s unavailable: %s", symbol, interval, exc)
+            return
+        response.live_record.extend(records)

@@ -93,6 +93,7 @@ def test_real_browser_renders_the_dashboard(service_env, tmp_path):
             # Streamlit renders over a websocket: wait for the KPI metrics to appear.
             page.wait_for_selector("[data-testid='stMetric']", timeout=60_000)
             page.wait_for_selector("text=Correlation of returns", timeout=60_000)
+            page.wait_for_selector("text=No price call here", timeout=60_000)
             page.wait_for_selector(".vega-embed canvas, .vega-embed svg", timeout=60_000)
             page.wait_for_timeout(1500)  # let the charts finish drawing before the screenshot
             text = page.inner_text("body")
@@ -100,9 +101,51 @@ def test_real_browser_renders_the_dashboard(service_env, tmp_path):
             browser.close()
         assert "CryptoLens" in text and "Annualised volatility" in text and "BTC-USD" in text
         assert "Traceback" not in text and "Error" not in text
+        assert "Volatility next hour" in text and "No price call here" in text and "scored QLIKE" in text
         assert shot[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(shot[16:20], "big") == 1400
         if os.environ.get("CRYPTOLENS_SAVE_SCREENSHOT"):
             (ROOT / "docs" / "ui.png").write_bytes(shot)
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_page_shows_the_volatility_forecast_without_a_price_call(service_env):
+    from ui.client import CryptoLensClient
+    from ui.present import band, record_sentence
+
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    answer = CryptoLensClient.from_env().forecast("BTC-USD", "1h")
+    assert "**BTC-USD** · next hour" in [m.value for m in at.markdown]
+    # The panel's rows follow the selected symbols; BTC-USD is the first.
+    volatility = [m.value for m in at.metric if m.label == "Expected volatility"]
+    bands = [m.value for m in at.metric if m.label == "95 % band"]
+    realised = [m.value for m in at.metric if m.label == "Realised, latest bar"]
+    assert len(volatility) == len(bands) == len(realised) == 3
+    assert volatility[0] == f"{answer['forecast']['volatility'] * 100:.2f} %"
+    assert bands[0] == band(answer["forecast"])
+    assert realised[0] == f"{answer['last_abs_return'] * 100:.2f} %"
+    captions = " ".join(c.value for c in at.caption)
+    assert record_sentence(answer) in captions and record_sentence(answer).startswith("Over ")
+    assert "No price call here" in captions
+    # No price arrows anywhere: the forecast panel's metrics carry no delta, the price's change no arrow.
+    panel = [m for m in at.metric if m.label in ("Expected volatility", "95 % band", "Realised, latest bar")]
+    assert len(panel) == 9 and all(not m.proto.delta for m in panel)
+    btc = next(m for m in at.metric if m.label == "BTC-USD")
+    assert btc.proto.delta and btc.proto.direction == btc.proto.NONE
+    assert {m.proto.direction for m in at.metric} == {btc.proto.NONE}
+
+
+def test_record_sentence_and_band_format():
+    from ui.present import band, next_period, record_sentence
+
+    answer = {"model": "garch_t", "interval": "1d", "track_record": [
+        {"model": "garch_t", "count": "2900", "qlike": 1.7, "coverage": 0.948},
+        {"model": "ewma", "count": "2900", "qlike": 1.81, "coverage": 0.93}]}
+    assert record_sentence(answer) == ("Over 2,900 days GARCH-t scored QLIKE 1.70 against EWMA's 1.81 (lower is "
+                                       "better); the band held 94.8 % of days.")
+    assert record_sentence({"model": "garch_t", "interval": "1d"}).startswith("Not enough history")
+    assert band({"band_lower": -0.057, "band_upper": 0.058}) == "−5.7 / +5.8 %"
+    assert next_period("1d") == "tomorrow" and next_period("15m") == "next 15m bar"

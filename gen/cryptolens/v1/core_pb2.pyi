@@ -289,3 +289,110 @@ class GetPortfolioRiskResponse(_message.Message):
     coverage: _containers.MessageMap[str, _common_pb2.Coverage]
     freshness: _containers.MessageMap[str, _common_pb2.Freshness]
     def __init__(self, volatility: _Optional[float] = ..., annualized_volatility: _Optional[float] = ..., var_95: _Optional[float] = ..., cvar_95: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., expected_return: _Optional[float] = ..., contributions: _Optional[_Iterable[_Union[RiskContribution, _Mapping]]] = ..., count: _Optional[int] = ..., periods_per_year: _Optional[float] = ..., coverage: _Optional[_Mapping[str, _common_pb2.Coverage]] = ..., freshness: _Optional[_Mapping[str, _common_pb2.Freshness]] = ...) -> None: ...
+
+class GetForecastRequest(_message.Message):
+    __slots__ = ("symbol", "interval", "as_of", "model")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    interval: str
+    as_of: _timestamp_pb2.Timestamp
+    model: str
+    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ModelForecast(_message.Message):
+    __slots__ = ("model", "volatility", "annualized_volatility", "band_lower", "band_upper", "params", "fit_seconds")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VOLATILITY_FIELD_NUMBER: _ClassVar[int]
+    ANNUALIZED_VOLATILITY_FIELD_NUMBER: _ClassVar[int]
+    BAND_LOWER_FIELD_NUMBER: _ClassVar[int]
+    BAND_UPPER_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    FIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    volatility: float
+    annualized_volatility: float
+    band_lower: float
+    band_upper: float
+    params: _containers.ScalarMap[str, float]
+    fit_seconds: float
+    def __init__(self, model: _Optional[str] = ..., volatility: _Optional[float] = ..., annualized_volatility: _Optional[float] = ..., band_lower: _Optional[float] = ..., band_upper: _Optional[float] = ..., params: _Optional[_Mapping[str, float]] = ..., fit_seconds: _Optional[float] = ...) -> None: ...
+
+class ForecastRecord(_message.Message):
+    __slots__ = ("model", "count", "qlike", "mse", "coverage", "kupiec_p")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    QLIKE_FIELD_NUMBER: _ClassVar[int]
+    MSE_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    KUPIEC_P_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    count: int
+    qlike: float
+    mse: float
+    coverage: float
+    kupiec_p: float
+    def __init__(self, model: _Optional[str] = ..., count: _Optional[int] = ..., qlike: _Optional[float] = ..., mse: _Optional[float] = ..., coverage: _Optional[float] = ..., kupiec_p: _Optional[float] = ...) -> None: ...
+
+class ForecastPoint(_message.Message):
+    __slots__ = ("time", "forecast", "realised")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
+    REALISED_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    forecast: float
+    realised: float
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., forecast: _Optional[float] = ..., realised: _Optional[float] = ...) -> None: ...
+
+class GetForecastResponse(_message.Message):
+    __slots__ = ("symbol", "interval", "model", "target", "last_bar", "forecast", "baselines", "last_abs_return", "track_record", "dm_stat", "dm_p", "live_record", "history", "evaluation_seconds", "bars", "periods_per_year", "data_version", "source", "cached", "freshness")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    LAST_BAR_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
+    BASELINES_FIELD_NUMBER: _ClassVar[int]
+    LAST_ABS_RETURN_FIELD_NUMBER: _ClassVar[int]
+    TRACK_RECORD_FIELD_NUMBER: _ClassVar[int]
+    DM_STAT_FIELD_NUMBER: _ClassVar[int]
+    DM_P_FIELD_NUMBER: _ClassVar[int]
+    LIVE_RECORD_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BARS_FIELD_NUMBER: _ClassVar[int]
+    PERIODS_PER_YEAR_FIELD_NUMBER: _ClassVar[int]
+    DATA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    FRESHNESS_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    interval: str
+    model: str
+    target: _timestamp_pb2.Timestamp
+    last_bar: _timestamp_pb2.Timestamp
+    forecast: ModelForecast
+    baselines: _containers.RepeatedCompositeFieldContainer[ModelForecast]
+    last_abs_return: float
+    track_record: _containers.RepeatedCompositeFieldContainer[ForecastRecord]
+    dm_stat: float
+    dm_p: float
+    live_record: _containers.RepeatedCompositeFieldContainer[ForecastRecord]
+    history: _containers.RepeatedCompositeFieldContainer[ForecastPoint]
+    evaluation_seconds: float
+    bars: int
+    periods_per_year: float
+    data_version: int
+    source: str
+    cached: bool
+    freshness: _common_pb2.Freshness
+    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., model: _Optional[str] = ..., target: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_bar: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., forecast: _Optional[_Union[ModelForecast, _Mapping]] = ..., baselines: _Optional[_Iterable[_Union[ModelForecast, _Mapping]]] = ..., last_abs_return: _Optional[float] = ..., track_record: _Optional[_Iterable[_Union[ForecastRecord, _Mapping]]] = ..., dm_stat: _Optional[float] = ..., dm_p: _Optional[float] = ..., live_record: _Optional[_Iterable[_Union[ForecastRecord, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[ForecastPoint, _Mapping]]] = ..., evaluation_seconds: _Optional[float] = ..., bars: _Optional[int] = ..., periods_per_year: _Optional[float] = ..., data_version: _Optional[int] = ..., source: _Optional[str] = ..., cached: _Optional[bool] = ..., freshness: _Optional[_Union[_common_pb2.Freshness, _Mapping]] = ...) -> None: ...

@@ -57,6 +57,11 @@ class CoreServiceStub:
                 request_serializer=cryptolens_dot_v1_dot_core__pb2.GetPortfolioRiskRequest.SerializeToString,
                 response_deserializer=cryptolens_dot_v1_dot_core__pb2.GetPortfolioRiskResponse.FromString,
                 _registered_method=True)
+        self.GetForecast = channel.unary_unary(
+                '/cryptolens.v1.CoreService/GetForecast',
+                request_serializer=cryptolens_dot_v1_dot_core__pb2.GetForecastRequest.SerializeToString,
+                response_deserializer=cryptolens_dot_v1_dot_core__pb2.GetForecastResponse.FromString,
+                _registered_method=True)
 
 
 class CoreServiceServicer:
@@ -93,6 +98,14 @@ class CoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetForecast(self, request, context):
+        """Next-period volatility with a 95 % band for the next return, and each model's track record
+        (docs/forecasts.md). Uses only bars that opened strictly before as_of.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +128,11 @@ def add_CoreServiceServicer_to_server(servicer, server):
                     servicer.GetPortfolioRisk,
                     request_deserializer=cryptolens_dot_v1_dot_core__pb2.GetPortfolioRiskRequest.FromString,
                     response_serializer=cryptolens_dot_v1_dot_core__pb2.GetPortfolioRiskResponse.SerializeToString,
+            ),
+            'GetForecast': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetForecast,
+                    request_deserializer=cryptolens_dot_v1_dot_core__pb2.GetForecastRequest.FromString,
+                    response_serializer=cryptolens_dot_v1_dot_core__pb2.GetForecastResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +246,33 @@ class CoreService:
             '/cryptolens.v1.CoreService/GetPortfolioRisk',
             cryptolens_dot_v1_dot_core__pb2.GetPortfolioRiskRequest.SerializeToString,
             cryptolens_dot_v1_dot_core__pb2.GetPortfolioRiskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetForecast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cryptolens.v1.CoreService/GetForecast',
+            cryptolens_dot_v1_dot_core__pb2.GetForecastRequest.SerializeToString,
+            cryptolens_dot_v1_dot_core__pb2.GetForecastResponse.FromString,
             options,
             channel_credentials,
             insecure,

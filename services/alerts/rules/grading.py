@@ -40,7 +40,7 @@ def fmt(rule: Rule, value: float) -> str:
         return f"{value:.2f}x"
     if rule.kind == "price_drop":
         return f"{abs(value) * 100:.1f} %"
-    if rule.kind == "drawdown" or rule.metric in _PERCENT_METRICS:
+    if rule.kind in ("drawdown", "forecast_volatility") or rule.metric in _PERCENT_METRICS:
         return f"{value * 100:.1f} %"
     return f"{value:,.6g}"
 
@@ -64,4 +64,6 @@ def explain(rule: Rule, symbol: str, value: float | None, grade_: str, reason: s
         return f"{symbol} volatility is {fmt(rule, value)} its {rule.baseline_window} baseline, {where}"
     if rule.kind == "drawdown":
         return f"{symbol} is {fmt(rule, value)} from its {rule.window} high, {where}"
+    if rule.kind == "forecast_volatility":
+        return f"{symbol} forecast volatility of the next {rule.interval} bar is {fmt(rule, value)} annualised, {where}"
     return f"{symbol} {rule.metric} over {rule.window} is {fmt(rule, value)}, {where}"

@@ -8,6 +8,10 @@ Built-ins:
   window's (a ratio, 2.7 = 2.7x).
 - ``drawdown``: the last close against the highest close in the window (negative).
 - ``threshold``: ``price`` (last close) or any GetStats metric over the window.
+- ``forecast_volatility``: the GARCH(1,1)-t forecast of the next bar's volatility, annualised (0.8 =
+  80 %), fitted on the window's returns. Refits fall on a calendar cadence (the first bar of each
+  block of forecast.REFIT_EVERY bar times) and the variance is filtered forward in between, so a
+  backtest costs one fit per 20 bars and the live value equals the backtest's at the same bar.
 
 ``measure`` takes the metric from the shared analytics (``compute_stats``, what Core serves).
 ``series_values`` computes the same numbers at every bar with rolling windows (pandas), and loops
@@ -24,7 +28,9 @@ import numpy as np
 import pandas as pd
 
 from services.alerts.rules.model import Rule, window_bars
+from services.common import forecast
 from services.common.analytics import _TINY, clean_series, compute_stats
+from services.common.intervals import interval_ms
 
 _DEADLINE_EVERY = 2048  # bars between deadline checks in the looping metrics
 
@@ -82,6 +88,9 @@ def series_values(rule: Rule, ts: np.ndarray, close: np.ndarray, periods_per_yea
     close = np.asarray(close, dtype=np.float64)
     s = pd.Series(close)
     k = rule_bars(rule)
+    if rule.kind == "forecast_volatility":
+        h = forecast.cadence_variances(ts, close, interval_ms(rule.interval), k, deadline=deadline)
+        return np.sqrt(h) / 100.0 * math.sqrt(periods_per_year)
     if rule.kind in ("price_drop", "drawdown") or rule.metric == "current_drawdown":
         ratio = (close / s.rolling(k + 1, min_periods=2).max()).to_numpy()
         return 1.0 - ratio if rule.kind == "price_drop" else ratio - 1.0
@@ -117,9 +126,14 @@ def measure(rule: Rule, ts: np.ndarray, close: np.ndarray, periods_per_year: flo
     k = rule_bars(rule)
     span = window_bars(rule.baseline_window, rule.interval, "baseline_window") + 2 \
         if rule.kind == "volatility_spike" else k + 1
+    if rule.kind == "forecast_volatility":
+        span = k + forecast.REFIT_EVERY + 1  # the window of the last refit, up to one block back
     ts, close = clean_series(ts[-span:], close[-span:])
     if len(close) == 0:
         return None
+    if rule.kind == "forecast_volatility":
+        h = forecast.cadence_variance_now(ts, close, interval_ms(rule.interval), k)
+        return None if not math.isfinite(h) else math.sqrt(h) / 100.0 * math.sqrt(periods_per_year)
     if rule.kind == "threshold" and rule.metric != "price":
         cache = {} if stats_cache is None else stats_cache
         if rule.window not in cache:

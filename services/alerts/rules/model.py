@@ -6,8 +6,10 @@ fire when the value rises past a threshold, ``below``/``crosses_below`` when it 
 
 Windows are checked in bar steps of the rule's interval: a window of k steps covers k + 1 closes and k
 returns. Price levels need one step (two bars), anything built on returns two steps (two returns, the
-least a standard deviation needs); at most MAX_WINDOW_BARS (the shared cap). The same check runs for gRPC, the
-rules file and built-in overrides, and again whenever a rule is moved to another interval.
+least a standard deviation needs); at most MAX_WINDOW_BARS (the shared cap). A ``forecast_volatility``
+window is the GARCH estimation window: MIN_HISTORY_BARS to MAX_HISTORY_BARS bars (services/common/forecast.py).
+The same check runs for gRPC, the rules file and built-in overrides, and again whenever a rule is
+moved to another interval.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import re
 import typing
 from dataclasses import asdict, dataclass, fields, replace
 
+from services.common import forecast
 from services.common.errors import InvalidArgument, short
 from services.common.intervals import INTERVAL_MS, check_interval, check_symbol, interval_ms, parse_lookback
 from services.common.limits import MAX_WINDOW_BARS
 
-KINDS = ("price_drop", "volatility_spike", "drawdown", "threshold")
+KINDS = ("price_drop", "volatility_spike", "drawdown", "threshold", "forecast_volatility")
 CONDITIONS = ("above", "below", "crosses_above", "crosses_below")
 NOTIFY = ("on", "off", "silent")
 STATS_METRICS = ("mean", "min", "max", "change", "volatility", "annualized_volatility", "max_drawdown",
@@ -113,16 +116,17 @@ def min_window_bars(rule: Rule, baseline: bool = False) -> int:
     return 1
 
 
-def window_bars(text: str, interval: str, field: str = "window", minimum: int = 1) -> int:
-    """Bar steps of ``interval`` a lookback spans, refused outside [minimum, MAX_WINDOW_BARS]."""
+def window_bars(text: str, interval: str, field: str = "window", minimum: int = 1,
+                maximum: int = MAX_WINDOW_BARS) -> int:
+    """Bar steps of ``interval`` a lookback spans, refused outside [minimum, maximum]."""
     step = INTERVAL_MS[interval]
     bars = _lookback(text, field) // step
     if bars < minimum:
         raise InvalidArgument(field, f"{text!r} spans {bars} bar(s) of {interval}; this rule needs at least "
                                      f"{minimum} ({minimum * step // 60_000}m)")
-    if bars > MAX_WINDOW_BARS:
+    if bars > maximum:
         raise InvalidArgument(field, f"{text!r} is {bars:,} bars of {interval}, over the cap of "
-                                     f"{MAX_WINDOW_BARS:,} bars")
+                                     f"{maximum:,} bars")
     return bars
 
 
@@ -144,7 +148,13 @@ def validate_rule(rule: Rule) -> Rule:
             raise InvalidArgument(name, f"longer than {limit} characters")
     symbol = rule.symbol if rule.symbol == "*" else checked_symbol(rule.symbol)
     checked_interval(rule.interval)
-    window = window_bars(rule.window, rule.interval, "window", min_window_bars(rule))
+    if rule.kind == "forecast_volatility":  # the window is the GARCH estimation window (docs/forecasts.md)
+        window = window_bars(rule.window, rule.interval, "window", 1, forecast.MAX_HISTORY_BARS)
+        if window < forecast.MIN_HISTORY_BARS:
+            raise InvalidArgument("window", f"{short(rule.window)} spans {window} bar(s) of {rule.interval}; a "
+                                            f"forecast needs at least MIN_HISTORY_BARS = {forecast.MIN_HISTORY_BARS}")
+    else:
+        window = window_bars(rule.window, rule.interval, "window", min_window_bars(rule))
     if rule.kind == "volatility_spike":
         baseline = window_bars(rule.baseline_window, rule.interval, "baseline_window", 2)
         if baseline <= window:
