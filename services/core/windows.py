@@ -20,7 +20,7 @@ def _refuse_wide(bars: int, interval: str, what: str) -> None:
     if bars > MAX_WINDOW_BARS:
         raise ResourceExhausted(
             f"{what} spans {bars:,} bars of {interval}, more than MAX_WINDOW_BARS = {MAX_WINDOW_BARS:,} "
-            f"(see docs/provenance.md, "Caps"); ask for a shorter window or a coarser interval")
+            f"(see docs/provenance.md, 'Caps'); ask for a shorter window or a coarser interval")
 
 
 @dataclass(frozen=True)
