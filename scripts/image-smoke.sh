@@ -47,6 +47,7 @@ start=$(date +%s)
 podman build --pull=never --network=host "${LIMITS[@]}" -t "$IMAGE" . >"$WORK/build.log" \
   || { tail -30 "$WORK/build.log" >&2; exit 1; }
 echo "image-smoke: built $IMAGE in $(( $(date +%s) - start )) s"
+podman image prune -f >/dev/null  # earlier builds' layers (vfs copies every layer in full)
 
 # 3. Redis on loopback with a password; the services get its URL as a file (CRYPTOLENS_REDIS_URL_FILE).
 read -r REDIS FETCH CORE ALERTS M1 M2 M3 UI < <(python3 -c '
