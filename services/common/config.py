@@ -2,8 +2,9 @@
 
 Every field of a settings dataclass becomes a flag (``grpc_port`` → ``--grpc-port``) and an
 environment variable (``CRYPTOLENS_GRPC_PORT``). Precedence: flag, then environment, then the
-default. A bad value raises ``SettingsError`` with one line a person can act on; the CLI prints
-it and exits 2.
+default. ``CRYPTOLENS_<NAME>_FILE`` names a file holding the value instead (a mounted Kubernetes
+Secret: passwords and tokens never sit in the environment). A bad value raises ``SettingsError``
+with one line a person can act on; the CLI prints it and exits 2.
 """
 
 from __future__ import annotations
@@ -150,6 +151,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(flag, dest=f.name, default=None, help=f"{f.metadata.get('help', '')} [{env}]")
 
 
+def _read_setting_file(origin: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as exc:  # the message names the file, never its content
+        raise SettingsError(f"bad setting {origin}={short(path)}: cannot read it ({exc.strerror})") from None
+
+
 def load_settings(cls: type, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None):
     """Build and validate a settings object from parsed flags and the environment."""
     flags = flags or {}
@@ -160,14 +169,19 @@ def load_settings(cls: type, flags: Mapping[str, Any] | None = None, env: Mappin
         env_name = ENV_PREFIX + f.name.upper()
         if flags.get(f.name) is not None:
             raw, origin = flags[f.name], "--" + f.name.replace("_", "-")
+            shown = short(raw)
         elif env_name in env:
             raw, origin = env[env_name], env_name
+            shown = short(raw)
+        elif env_name + "_FILE" in env:
+            origin = env_name + "_FILE"
+            raw, shown = _read_setting_file(origin, env[origin]), short(env[origin])  # a secret: show the path
         else:
             continue
         try:
             values[f.name] = _convert(f, hints, raw)
         except ValueError as exc:
-            raise SettingsError(f"bad setting {origin}={short(raw)}: {exc}") from None
+            raise SettingsError(f"bad setting {origin}={shown}: {exc}") from None
     try:
         settings = cls(**values)
     except ValueError as exc:

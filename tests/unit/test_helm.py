@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import tomllib
@@ -59,10 +60,9 @@ def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
 
 
 def pod_specs(docs: list[dict]) -> dict[str, dict]:
-    """Pod spec per workload name: Deployments' templates and bare (test) Pods."""
-    specs = {name: d["spec"]["template"]["spec"] for name, d in by_kind(docs, "Deployment").items()}
-    specs.update({name: d["spec"] for name, d in by_kind(docs, "Pod").items()})
-    return specs
+    """Pod spec per workload name: Deployments' and (test) Jobs' templates."""
+    return {name: d["spec"]["template"]["spec"] for kind in ("Deployment", "Job")
+            for name, d in by_kind(docs, kind).items()}
 
 
 def container(docs: list[dict], deployment: str) -> dict:
@@ -75,6 +75,30 @@ def env_of(c: dict) -> dict[str, object]:
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+def mounted_env(docs: list[dict], deployment: str, tmp_path: Path, secrets: dict[str, dict] | None = None) -> dict:
+    """The container's plain env, with its projected Secret volume written out under tmp_path as the
+    kubelet would: Secrets the chart renders are used as rendered, others come from ``secrets``
+    ({name: {key: value}}). *_FILE variables are pointed at the written files."""
+    spec = pod_specs(docs)[deployment]
+    c = spec["containers"][0]
+    env = {k: v for k, v in env_of(c).items() if isinstance(v, str)}
+    known = {name: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
+             for name, d in by_kind(docs, "Secret").items()} | (secrets or {})
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    for volume in spec.get("volumes", []):
+        if "projected" not in volume:
+            continue
+        root = tmp_path / volume["name"]
+        root.mkdir(parents=True)
+        for source in volume["projected"]["sources"]:
+            for item in source["secret"]["items"]:
+                (root / item["path"]).write_text(known[source["secret"]["name"]][item["key"]] + "\n")
+        for key, value in env.items():
+            if key.endswith("_FILE") and value.startswith(mounts[volume["name"]] + "/"):
+                env[key] = str(root / value.removeprefix(mounts[volume["name"]] + "/"))
+    return env
 
 
 # --- lint and schemas ------------------------------------------------------------------------
@@ -135,7 +159,7 @@ CRD_SCHEMAS = {"ServiceMonitor": SERVICE_MONITOR, "PrometheusRule": PROMETHEUS_R
 def test_every_manifest_matches_its_schema(values_file):
     docs = render(ci_values(values_file))
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "Service", "ConfigMap", "Pod"} <= kinds
+    assert {"Deployment", "Service", "ConfigMap", "Job", "NetworkPolicy"} <= kinds
     for doc in docs:
         if doc["kind"] in CRD_SCHEMAS:
             jsonschema.validate(doc, CRD_SCHEMAS[doc["kind"]])
@@ -195,8 +219,20 @@ def test_grpc_components_get_probes_ports_and_scrape_annotations():
             "grpc": port, "metrics": metrics}
         headless = services[f"cryptolens-{name}-headless"]["spec"]
         assert headless["clusterIP"] == "None" and [p["port"] for p in headless["ports"]] == [port]
-    assert deployments["cryptolens-core"]["spec"]["replicas"] == 2
-    assert deployments["cryptolens-alerts"]["spec"]["replicas"] == 2  # replicas share work exactly once
+    # Core and Alerts scale with an HPA from 2 replicas (Alerts replicas share work exactly once);
+    # the Deployments leave the count to it, so `helm upgrade` never resets a scaled-out service.
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    assert set(hpas) == {"cryptolens-core", "cryptolens-alerts"}
+    for name, (low, high) in {"core": (2, 6), "alerts": (2, 4)}.items():
+        hpa = hpas[f"cryptolens-{name}"]["spec"]
+        assert "replicas" not in deployments[f"cryptolens-{name}"]["spec"]
+        assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"cryptolens-{name}"}
+        assert (hpa["minReplicas"], hpa["maxReplicas"]) == (low, high)
+        assert hpa["metrics"][0]["resource"] == {"name": "cpu", "target": {"type": "Utilization",
+                                                                            "averageUtilization": 70}}
+    assert deployments["cryptolens-fetch"]["spec"]["replicas"] == 1
+    fixed = by_kind(render(ci_values("external-redis-values.yaml")), "Deployment")
+    assert fixed["cryptolens-alerts"]["spec"]["replicas"] == 2 and fixed["cryptolens-core"]["spec"]["replicas"] == 2
     ui = container(docs, "cryptolens-ui")
     assert ui["args"][0] == "ui" and ui["readinessProbe"]["httpGet"] == {"path": "/_stcore/health", "port": "http"}
 
@@ -217,7 +253,7 @@ def test_ingress_routes_to_the_dashboard():
 def test_every_pod_is_hardened(values_file):
     for name, spec in pod_specs(render(ci_values(values_file))).items():
         pod = spec["securityContext"]
-        uid = 999 if name.endswith("-redis") else 10001
+        uid = 10999 if name.endswith("-redis") else 10001  # both high: no clash with a node's users
         assert pod["runAsNonRoot"] is True and pod["runAsUser"] == uid, name
         assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
         assert spec["enableServiceLinks"] is False and spec["automountServiceAccountToken"] is False, name
@@ -274,41 +310,59 @@ def test_references_between_objects_resolve(values_file):
                     host, port = re.fullmatch(r"dns:///([a-z0-9-]+):(\d+)", value).groups()
                     assert services[host]["spec"]["clusterIP"] == "None"
                     assert int(port) in {p["port"] for p in services[host]["spec"]["ports"]}
-                if key == "CRYPTOLENS_REDIS_URL" and "demo-cryptolens-redis" in deployments:
-                    assert value == "redis://demo-cryptolens-redis:6379/0"
-                    assert 6379 in {p["port"] for p in services["demo-cryptolens-redis"]["spec"]["ports"]}
+    secrets = by_kind(docs, "Secret")
+    if "demo-cryptolens-redis" in deployments and not ci_values(values_file).get("redis", {}).get("auth"):
+        url = base64.b64decode(secrets["demo-cryptolens-redis"]["data"]["redis-url"]).decode()
+        assert re.fullmatch(r"redis://:[A-Za-z0-9]{32}@demo-cryptolens-redis:6379/0", url)  # names its Service
+        assert 6379 in {p["port"] for p in services["demo-cryptolens-redis"]["spec"]["ports"]}
+    for spec in pod_specs(docs).values():  # a chart-made Secret a pod mounts exists, with that key
+        sources = [s["secret"] for v in spec.get("volumes", []) for s in v.get("projected", {}).get("sources", [])]
+        sources += [v["secret"] | {"name": v["secret"]["secretName"]} for v in spec.get("volumes", []) if "secret" in v]
+        for source in sources:
+            if source["name"].startswith("demo-"):
+                assert {i["key"] for i in source["items"]} <= set(secrets[source["name"]]["data"])
 
 
-def test_environment_is_what_the_services_read():
-    """Every CRYPTOLENS_* variable names a real setting, and the services' settings accept the values."""
+USER_SECRETS = {"coingecko": {"api-key": "CG-k3y"}, "cryptolens-webhook": {"url": "https://hooks.example.com/T0KEN"},
+                "cryptolens-alertmanager": {"url": "http://alertmanager.monitoring:9093"},
+                "my-redis": {"url": "rediss://:pw@my-redis.data.svc:6380/1"}}
+
+
+def test_environment_is_what_the_services_read(tmp_path):
+    """Every CRYPTOLENS_* variable names a real setting, and the services' settings accept the values,
+    secrets included: read from the files of the mounted Secrets, never from the environment."""
     docs = render(ci_values("all-on-values.yaml"))
+    password = base64.b64decode(by_kind(docs, "Secret")["cryptolens-redis"]["data"]["redis-password"]).decode()
     for name in GRPC:
         c = container(docs, f"cryptolens-{name}")
-        env = env_of(c)
+        assert all("valueFrom" not in e for e in c["env"]) and "envFrom" not in c
+        env = mounted_env(docs, f"cryptolens-{name}", tmp_path / name, USER_SECRETS)
         fields = {ENV_PREFIX + f.upper() for f in SETTINGS[name].__dataclass_fields__}
-        ours = {k for k in env if k.startswith(ENV_PREFIX)}
+        ours = {k if k in fields else k.removesuffix("_FILE") for k in env if k.startswith(ENV_PREFIX)}
         assert ours <= fields, (name, ours - fields)  # a misspelt variable would be ignored silently
         assert {"CRYPTOLENS_REDIS_URL", "CRYPTOLENS_HOST", "CRYPTOLENS_GRPC_PORT", "CRYPTOLENS_METRICS_PORT",
                 "CRYPTOLENS_LOG_LEVEL", "CRYPTOLENS_SYMBOLS", "CRYPTOLENS_INTERVAL", "CRYPTOLENS_FETCH_ADDR",
                 "CRYPTOLENS_CORE_ADDR", "CRYPTOLENS_ALERTS_ADDR"} <= ours
-        settings = load_settings(SETTINGS[name], env={k: v for k, v in env.items() if isinstance(v, str)})
+        settings = load_settings(SETTINGS[name], env=env)
         assert (settings.grpc_port, settings.metrics_port) == DEFAULT_PORTS[name]
-        assert settings.host == "0.0.0.0" and settings.redis_url == "redis://cryptolens-redis:6379/0"
+        assert settings.host == "0.0.0.0" and settings.redis_url == f"redis://:{password}@cryptolens-redis:6379/0"
         assert settings.symbols == ["BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD"] and settings.interval == "1h"
         assert settings.core_addr == "dns:///cryptolens-core-headless:50052"
-    fetch = load_settings(FetchSettings, env={k: v for k, v in env_of(container(docs, "cryptolens-fetch")).items()
-                                              if isinstance(v, str)})
+    fetch = load_settings(FetchSettings, env=mounted_env(docs, "cryptolens-fetch", tmp_path / "f2", USER_SECRETS))
     assert fetch.provider == "simulated" and fetch.history_days == 90 and fetch.refresh_s == 30.0
-    key = env_of(container(docs, "cryptolens-fetch"))["CRYPTOLENS_COINGECKO_API_KEY"]
-    assert key == {"secretKeyRef": {"name": "coingecko", "key": "api-key"}}
-    alerts = env_of(container(docs, "cryptolens-alerts"))
-    assert alerts["CRYPTOLENS_RULES_FILE"] == "/etc/cryptolens/rules.yaml"
-    assert alerts["CRYPTOLENS_ALERTMANAGER_URL"] == "http://alertmanager:9093"
+    assert fetch.coingecko_api_key == "CG-k3y"
+    alerts = load_settings(AlertsSettings, env=mounted_env(docs, "cryptolens-alerts", tmp_path / "a2", USER_SECRETS))
+    assert alerts.rules_file == "/etc/cryptolens/rules.yaml"
+    assert alerts.webhook_url == "https://hooks.example.com/T0KEN"
+    assert alerts.alertmanager_url == "http://alertmanager.monitoring:9093"
     defaults = render()
     assert env_of(container(defaults, "cryptolens-fetch"))["CRYPTOLENS_PROVIDER"] == "live"
-    assert "CRYPTOLENS_COINGECKO_API_KEY" not in env_of(container(defaults, "cryptolens-fetch"))
+    assert not {"CRYPTOLENS_COINGECKO_API_KEY", "CRYPTOLENS_COINGECKO_API_KEY_FILE"} & set(
+        env_of(container(defaults, "cryptolens-fetch")))
+    assert not {k for k in env_of(container(defaults, "cryptolens-alerts")) if "URL" in k and "REDIS" not in k}
     ui = env_of(container(defaults, "cryptolens-ui"))
     assert ui["CRYPTOLENS_ALERTS_ADDR"] == "dns:///cryptolens-alerts-headless:50053"
+    assert not {k for k in ui if "REDIS" in k}  # the dashboard is a gRPC client only
 
 
 @pytest.mark.parametrize("values_file, ids", [("default-values.yaml", []), ("all-on-values.yaml", ["btc-sharpe-low"])])
@@ -323,10 +377,19 @@ def test_rules_configmap_loads_with_the_alerts_loader(values_file, ids, tmp_path
 
 def test_optional_features_follow_their_toggles():
     defaults = render()
-    for kind in ("ServiceMonitor", "PrometheusRule", "PodDisruptionBudget", "PersistentVolumeClaim"):
+    for kind in ("ServiceMonitor", "PrometheusRule"):
         assert not by_kind(defaults, kind), kind
-    redis = container(defaults, "cryptolens-redis")
-    assert redis["image"] == "redis:7-alpine" and redis["args"][:2] == ["--appendonly", "no"]
+    off = render({"podDisruptionBudget": {"enabled": False}, "networkPolicy": {"enabled": False},
+                  "redis": {"persistence": {"enabled": False}},
+                  "components": {n: {**yaml.safe_load((CHART / "values.yaml").read_text())["components"][n],
+                                     "autoscaling": {"enabled": False, "maxReplicas": 1,
+                                                     "targetCPUUtilizationPercentage": 50}}
+                                 for n in ("core", "alerts")} | {"fetch": {"replicas": 1, "grpcPort": 50051,
+                                                                          "metricsPort": 9101}}})
+    for kind in ("PodDisruptionBudget", "NetworkPolicy", "PersistentVolumeClaim", "HorizontalPodAutoscaler"):
+        assert not by_kind(off, kind), kind
+    assert "--appendonly no" in container(off, "cryptolens-redis")["args"][0]
+    assert by_kind(off, "Deployment")["cryptolens-core"]["spec"]["replicas"] == 2
 
     docs = render(ci_values("all-on-values.yaml"))
     assert set(by_kind(docs, "ServiceMonitor")) == {f"cryptolens-{n}" for n in GRPC}
@@ -337,8 +400,8 @@ def test_optional_features_follow_their_toggles():
     assert all(p["spec"]["maxUnavailable"] == 1 and "minAvailable" not in p["spec"] for p in pdbs.values())
     claim = by_kind(docs, "PersistentVolumeClaim")["cryptolens-redis"]["spec"]
     assert claim["resources"]["requests"]["storage"] == "2Gi" and claim["storageClassName"] == "standard"
-    assert container(docs, "cryptolens-redis")["args"][:2] == ["--appendonly", "yes"]
-    assert by_kind(docs, "Deployment")["cryptolens-core"]["spec"]["replicas"] == 3
+    assert "--appendonly yes" in container(docs, "cryptolens-redis")["args"][0]
+    assert by_kind(docs, "HorizontalPodAutoscaler")["cryptolens-core"]["spec"]["minReplicas"] == 3
     assert env_of(container(docs, "cryptolens-fetch"))["CRYPTOLENS_REFRESH_S"] == "30"
     assert pod_specs(docs)["cryptolens-core"]["imagePullSecrets"] == [{"name": "regcred"}]
     min_available = render({"podDisruptionBudget": {"enabled": True, "minAvailable": 1}})
@@ -346,27 +409,36 @@ def test_optional_features_follow_their_toggles():
                for p in by_kind(min_available, "PodDisruptionBudget").values())
 
 
-def test_external_redis_replaces_the_bundled_one():
+def test_external_redis_replaces_the_bundled_one(tmp_path):
     docs = render(ci_values("external-redis-values.yaml"))
     assert set(by_kind(docs, "Deployment")) == {f"cryptolens-{n}" for n in GRPC}  # no redis, no ui
     assert "cryptolens-redis" not in by_kind(docs, "Service") and not by_kind(docs, "Ingress")
-    for spec in pod_specs(docs).values():
-        for c in spec["containers"]:
-            if "env" in c and c["name"] != "grpc-health":
-                assert env_of(c)["CRYPTOLENS_REDIS_URL"] == "redis://my-redis.data.svc:6379/0"
-
-
-def test_helm_test_pods_check_grpc_health_of_each_service():
-    docs = render()
-    pods = {name: d for name, d in by_kind(docs, "Pod").items() if d["metadata"]["annotations"][HOOK] == "test"}
-    assert set(pods) == {f"cryptolens-test-{n}" for n in GRPC}
+    assert not by_kind(docs, "Secret") and "cryptolens-redis" not in by_kind(docs, "NetworkPolicy")
+    for name in GRPC:  # the URL (password inside) from the user's Secret, as a file
+        env = mounted_env(docs, f"cryptolens-{name}", tmp_path / name, USER_SECRETS)
+        assert load_settings(SETTINGS[name], env=env).redis_url == "rediss://:pw@my-redis.data.svc:6380/1"
+    plain = render({"redis": {"enabled": False}, "externalRedis": {"url": "redis://my-redis.data.svc:6379/0"}})
     for name in GRPC:
-        pod = pods[f"cryptolens-test-{name}"]
-        assert pod["spec"]["restartPolicy"] == "Never"
-        command = pod["spec"]["containers"][0]["command"]
+        c = container(plain, f"cryptolens-{name}")
+        assert env_of(c)["CRYPTOLENS_REDIS_URL"] == "redis://my-redis.data.svc:6379/0"
+        assert "secrets" not in {m["name"] for m in c["volumeMounts"]}
+
+
+def test_helm_test_jobs_check_grpc_health_of_each_service_and_get_stats():
+    docs = render()
+    jobs = {name: d for name, d in by_kind(docs, "Job").items() if d["metadata"]["annotations"][HOOK] == "test"}
+    assert set(jobs) == {f"cryptolens-test-{n}" for n in (*GRPC, "getstats")}
+    for job in jobs.values():
+        assert job["spec"]["backoffLimit"] == 0 and job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    for name in GRPC:
+        command = jobs[f"cryptolens-test-{name}"]["spec"]["template"]["spec"]["containers"][0]["command"]
         assert command == ["python", "-m", "services.healthcheck", f"cryptolens-{name}:{DEFAULT_PORTS[name][0]}"]
     assert (ROOT / "services" / "healthcheck.py").is_file()
-    assert all(HOOK not in d["metadata"].get("annotations", {}) for d in docs if d["kind"] != "Pod")
+    command = jobs["cryptolens-test-getstats"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "-c"]
+    compile(command[2], "getstats", "exec")  # valid Python
+    assert '"cryptolens-core:50052"' in command[2] and 'symbol="BTC-USD"' in command[2]
+    assert all(HOOK not in d["metadata"].get("annotations", {}) for d in docs if d["kind"] != "Job")
 
 
 # --- Prometheus rules ------------------------------------------------------------------------

@@ -32,15 +32,55 @@ app.kubernetes.io/component: {{ .component }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
-{{/* externalRedis.url wins; otherwise the bundled Redis, which then must be enabled. */}}
-{{- define "cryptolens.redisUrl" -}}
-{{- if .Values.externalRedis.url -}}
-{{ .Values.externalRedis.url }}
-{{- else if .Values.redis.enabled -}}
-redis://{{ include "cryptolens.fullname" . }}-redis:6379/0
-{{- else -}}
-{{ fail "redis.enabled=false needs externalRedis.url (redis://host:6379/0)" }}
+{{/* "true" when the chart runs its own Redis: enabled and no external one configured. */}}
+{{- define "cryptolens.bundledRedis" -}}
+{{- if and .Values.redis.enabled (not .Values.externalRedis.url) (not .Values.externalRedis.urlSecret.name) -}}
+true
+{{- else if not (or .Values.externalRedis.url .Values.externalRedis.urlSecret.name) -}}
+{{ fail "redis.enabled=false needs externalRedis.url (redis://host:6379/0) or externalRedis.urlSecret" }}
 {{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the bundled Redis' password and URL: the user's, or the generated one. */}}
+{{- define "cryptolens.redisSecretName" -}}
+{{- .Values.redis.auth.existingSecret | default (printf "%s-redis" (include "cryptolens.fullname" .)) -}}
+{{- end -}}
+
+{{/* Where CRYPTOLENS_* files from Secrets are mounted. */}}
+{{- define "cryptolens.secretsDir" -}}/etc/cryptolens-secrets{{- end -}}
+
+{{/*
+The Secrets one gRPC component reads, as projected-volume sources; each key becomes a file named
+after its setting. Call with (dict "root" $ "component" "fetch"); empty when there is none.
+*/}}
+{{- define "cryptolens.secretSources" -}}
+{{- $v := .root.Values -}}
+{{- if $v.externalRedis.urlSecret.name }}
+- secret:
+    name: {{ $v.externalRedis.urlSecret.name }}
+    items: [{key: {{ $v.externalRedis.urlSecret.key }}, path: redis-url}]
+{{- else if include "cryptolens.bundledRedis" .root }}
+- secret:
+    name: {{ include "cryptolens.redisSecretName" .root }}
+    items: [{key: redis-url, path: redis-url}]
+{{- end }}
+{{- if and (eq .component "fetch") $v.config.coingeckoApiKeySecret.name }}
+- secret:
+    name: {{ $v.config.coingeckoApiKeySecret.name }}
+    items: [{key: {{ $v.config.coingeckoApiKeySecret.key }}, path: coingecko-api-key}]
+{{- end }}
+{{- if eq .component "alerts" }}
+{{- with $v.alerts.webhookUrlSecret }}{{ if .name }}
+- secret:
+    name: {{ .name }}
+    items: [{key: {{ .key }}, path: webhook-url}]
+{{- end }}{{ end }}
+{{- with $v.alerts.alertmanagerUrlSecret }}{{ if .name }}
+- secret:
+    name: {{ .name }}
+    items: [{key: {{ .key }}, path: alertmanager-url}]
+{{- end }}{{ end }}
+{{- end }}
 {{- end -}}
 
 {{/* The address of a gRPC component for clients: DNS over the headless Service, round-robin. */}}
@@ -78,8 +118,6 @@ affinity:
 
 {{/* Environment every CryptoLens container shares. */}}
 {{- define "cryptolens.commonEnv" -}}
-- name: CRYPTOLENS_REDIS_URL
-  value: {{ include "cryptolens.redisUrl" . | quote }}
 - name: CRYPTOLENS_HOST
   value: "0.0.0.0"
 - name: CRYPTOLENS_SYMBOLS
@@ -98,29 +136,40 @@ affinity:
   value: /tmp
 {{- end -}}
 
-{{/* Environment only one gRPC component reads. Call with (dict "root" $ "component" "fetch"). */}}
+{{/*
+Environment only gRPC components read; every secret is a *_FILE naming a file of the projected
+"secrets" volume (cryptolens.secretSources), never a value. Call with (dict "root" $ "component" "fetch").
+*/}}
 {{- define "cryptolens.componentEnv" -}}
 {{- $v := .root.Values -}}
+{{- $dir := include "cryptolens.secretsDir" .root -}}
+{{- if and $v.externalRedis.url (not $v.externalRedis.urlSecret.name) }}
+- name: CRYPTOLENS_REDIS_URL
+  value: {{ $v.externalRedis.url | quote }}
+{{- else }}
+{{- $_ := include "cryptolens.bundledRedis" .root }}{{/* fails when there is no Redis at all */}}
+- name: CRYPTOLENS_REDIS_URL_FILE
+  value: {{ $dir }}/redis-url
+{{- end }}
 {{- if eq .component "fetch" }}
 - name: CRYPTOLENS_PROVIDER
   value: {{ $v.config.provider | quote }}
 - name: CRYPTOLENS_HISTORY_DAYS
   value: {{ $v.config.historyDays | quote }}
-{{- with $v.config.coingeckoApiKeySecret }}
-{{- if .name }}
-- name: CRYPTOLENS_COINGECKO_API_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ .name }}
-      key: {{ .key }}
-{{- end }}
+{{- if $v.config.coingeckoApiKeySecret.name }}
+- name: CRYPTOLENS_COINGECKO_API_KEY_FILE
+  value: {{ $dir }}/coingecko-api-key
 {{- end }}
 {{- else if eq .component "alerts" }}
 - name: CRYPTOLENS_RULES_FILE
   value: /etc/cryptolens/rules.yaml
-- name: CRYPTOLENS_WEBHOOK_URL
-  value: {{ $v.alerts.webhookUrl | quote }}
-- name: CRYPTOLENS_ALERTMANAGER_URL
-  value: {{ $v.alerts.alertmanagerUrl | quote }}
+{{- if $v.alerts.webhookUrlSecret.name }}
+- name: CRYPTOLENS_WEBHOOK_URL_FILE
+  value: {{ $dir }}/webhook-url
+{{- end }}
+{{- if $v.alerts.alertmanagerUrlSecret.name }}
+- name: CRYPTOLENS_ALERTMANAGER_URL_FILE
+  value: {{ $dir }}/alertmanager-url
+{{- end }}
 {{- end }}
 {{- end -}}
