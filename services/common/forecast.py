@@ -21,10 +21,10 @@ import functools
 import math
 import time
 import warnings
+from statistics import NormalDist
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats as sps
 
 MODELS = ("garch_t", "ewma", "historical")
 LAMBDA = 0.94
@@ -103,6 +103,17 @@ def check_history(returns: np.ndarray) -> None:
 
 
 # --- models -------------------------------------------------------------------------------
+_NORMAL = NormalDist()
+
+
+def _t_quantile(p: float, nu):
+    """Student-t quantile (nu a number or an array); scipy is imported on first use (~70 MB), like
+    arch, not when a service starts."""
+    from scipy import stats
+
+    return stats.t.ppf(p, nu)
+
+
 @functools.cache
 def _arch_model():
     """arch's model factory, imported on first use (the import takes about a second)."""
@@ -164,10 +175,10 @@ def historical_variances(returns: np.ndarray) -> np.ndarray:
 def _band(mean: float, variance: float, nu: float | None) -> tuple[float, float]:
     """The central 95 % interval of the next return, as fractions."""
     if nu is None:
-        q = sps.norm.ppf(0.5 + BAND_P / 2)
+        q = _NORMAL.inv_cdf(0.5 + BAND_P / 2)
         scale = math.sqrt(variance)
     else:  # a standardised t has variance 1: scale the t quantile down by sqrt((nu-2)/nu)
-        q = sps.t.ppf(0.5 + BAND_P / 2, nu)
+        q = _t_quantile(0.5 + BAND_P / 2, nu)
         scale = math.sqrt(variance * (nu - 2) / nu)
     return float(mean - q * scale) / 100.0, float(mean + q * scale) / 100.0
 
@@ -233,7 +244,7 @@ def kupiec(n: int, misses: int, p: float = 1 - BAND_P) -> tuple[float, float]:
         return ((n - x) * math.log1p(-q) if x < n else 0.0) + (x * math.log(q) if x > 0 else 0.0)
 
     lr = max(0.0, -2.0 * (loglik(p) - loglik(x / n)))
-    return lr, float(sps.chi2.sf(lr, 1))
+    return lr, math.erfc(math.sqrt(lr / 2))  # chi-square(1) survival
 
 
 def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray) -> tuple[float, float]:
@@ -251,7 +262,7 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray) -> tuple[float, floa
     if lrv <= 0:
         return math.nan, math.nan
     stat = float(d.mean() / math.sqrt(lrv / n))
-    return stat, float(2 * sps.norm.sf(abs(stat)))
+    return stat, math.erfc(abs(stat) / math.sqrt(2))  # two-sided normal p
 
 
 def qlike_losses(variance: np.ndarray, realised: np.ndarray) -> np.ndarray:
@@ -261,9 +272,9 @@ def qlike_losses(variance: np.ndarray, realised: np.ndarray) -> np.ndarray:
 def _record(model: str, variance: np.ndarray, mean: np.ndarray, nu: np.ndarray | None,
             realised: np.ndarray) -> Record:
     if nu is None:
-        half = sps.norm.ppf(0.5 + BAND_P / 2) * np.sqrt(variance)
+        half = _NORMAL.inv_cdf(0.5 + BAND_P / 2) * np.sqrt(variance)
     else:
-        half = sps.t.ppf(0.5 + BAND_P / 2, nu) * np.sqrt(variance * (nu - 2) / nu)
+        half = _t_quantile(0.5 + BAND_P / 2, nu) * np.sqrt(variance * (nu - 2) / nu)
     inside = np.abs(realised - mean) <= half
     n = len(realised)
     lr, p = kupiec(n, int(n - inside.sum()))
