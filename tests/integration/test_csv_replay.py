@@ -11,6 +11,7 @@ import time
 
 import grpc
 import pytest
+import redis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc, fetch_pb2, fetch_pb2_grpc
@@ -127,6 +128,26 @@ def test_replay_serves_every_bar_of_each_file_then_another_file_replaces_it(redi
             assert listed["BTC-USD"].freshness.stale  # the files end in March: old, and said so
     finally:
         second.stop()
+
+
+def test_a_file_changed_while_fetch_runs_is_served_anew(scratch_redis_url, shared_data, tmp_path):
+    """"Re-ingested when a file changes": the new content replaces the series without a restart."""
+    prices = shared_data / "prices"
+    live_file = tmp_path / "eth.csv"
+    live_file.write_bytes((prices / FILES["ETH-USD"]).read_bytes())
+    redis.Redis.from_url(scratch_redis_url).flushdb()
+    stack = run_fetch(scratch_redis_url, tmp_path / "run", "--provider", "csv", "--refresh-s", "1",
+                      "--lease-s", "10", "--csv-file", f"ETH-USD:1d={live_file}")
+    try:
+        with grpc.insecure_channel(stack["fetch"].addr) as channel:
+            stub = fetch_pb2_grpc.FetchServiceStub(channel)
+            before = wait_series(stub, {"ETH-USD": 3142})["ETH-USD"].origin
+            other = prices / "ETHUSDT_1d_cdd-binance-2021export.csv"
+            live_file.write_bytes(other.read_bytes())
+            after = wait_series(stub, {"ETH-USD": 1408})["ETH-USD"]
+            assert after.origin != before and closes(stub, "ETH-USD") == file_closes(other)
+    finally:
+        stack.stop()
 
 
 def test_replay_after_a_simulated_run_serves_csv_bars_only(redis_server, shared_data, tmp_path):

@@ -2,7 +2,9 @@
 
 Each file is served whole, at the interval it was given with, read and normalised once (off the
 event loop) and then served from memory. A series it fills has the origin ``csv:<content hash>``,
-so a changed file, or another file for the same series, replaces what an earlier run stored.
+so a changed file, or another file for the same series, replaces what an earlier run stored. A file
+that changes while Fetch runs (size or modification time) is hashed and read again: the scheduler
+then sees a new origin and replaces the series with the new content.
 """
 
 from __future__ import annotations
@@ -16,6 +18,15 @@ from services.common.csv_bars import CsvError, content_hash, load_csv, parse_spe
 from services.fetch.providers.base import Provider, ProviderError
 
 
+def _stat(path: Path) -> tuple[int, int] | None:
+    """(size, mtime_ns), or None while the file cannot be read (its load then fails with the reason)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
 class CsvProvider(Provider):
     name = "csv"
     origin = "csv"
@@ -23,6 +34,7 @@ class CsvProvider(Provider):
     def __init__(self, files: dict[tuple[str, str], Path]):
         self.files = files
         self.hashes = {key: content_hash(path) for key, path in files.items()}
+        self._stats = {key: _stat(path) for key, path in files.items()}
         self._loaded: dict[tuple[str, str], np.ndarray] = {}
         self._lock = asyncio.Lock()
 
@@ -40,7 +52,13 @@ class CsvProvider(Provider):
         return (symbol, interval) in self.files
 
     def origin_of(self, symbol: str, interval: str) -> str:
-        return f"csv:{self.hashes[(symbol, interval)]}"
+        key = (symbol, interval)
+        stat = _stat(self.files[key])
+        if stat is not None and stat != self._stats[key]:  # changed since read: hash and read it again
+            self._stats[key] = stat
+            self.hashes[key] = content_hash(self.files[key])
+            self._loaded.pop(key, None)
+        return f"csv:{self.hashes[key]}"
 
     async def series(self, symbol: str, interval: str) -> np.ndarray:
         """The whole file, normalised."""
