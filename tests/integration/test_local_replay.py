@@ -42,7 +42,7 @@ def file_bars(path) -> int:
     return len(load_csv(path, "1d").bars)
 
 
-def test_replay_serves_every_bar_of_each_file_and_the_page_shows_1d(tmp_path, shared_data, ups, monkeypatch):
+def test_replay_serves_every_bar_of_each_file_and_the_page_shows_1d(tmp_path, shared_data, ups, monkeypatch):  # noqa: F811
     offset = pick_offset()
     first = replay(tmp_path, offset, FILES, shared_data, 1)
     ups.append(first.start())
