@@ -129,8 +129,8 @@ def main() -> None:
 
     sources = {s.get("source", "") for s in stats.values()}
     if "simulated" in sources:
-        st.warning("Simulated data — no live provider is configured or none answered. The numbers are "
-                   "realistic but not market prices.", icon="ℹ️")
+        st.warning("Simulated data — this stack runs in simulated mode (no network at start, or --provider "
+                   "simulated). The numbers are realistic but not market prices.", icon="ℹ️")
 
     for symbol, s in stats.items():
         cols = st.columns([1.3, 1, 1, 1, 1, 0.8])

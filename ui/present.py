@@ -33,8 +33,11 @@ def age(seconds: float) -> str:
 def freshness_line(symbol: str, s: dict) -> str:
     """The newest bar's age beside the numbers; amber when the series is stale; coverage when partial."""
     fresh = s.get("freshness", {})
-    newest = fresh.get("newest_bar", "")
-    text = f"{symbol}: newest bar {newest.replace('T', ' ').replace('Z', ' UTC')}, updated {age(fresh.get('age_seconds', 0))} ago"
+    newest = fresh.get("newest_bar", "").replace("T", " ").replace("Z", " UTC")
+    seconds = fresh.get("age_seconds", 0)
+    # Age counts from the bar's close: 0 means the newest bar is the one still open.
+    when = f"closed {age(seconds)} ago" if seconds > 0 else "still open"
+    text = f"{symbol}: newest bar {newest}, {when}"
     if fresh.get("stale"):
         text = f"<span style='color:{AMBER};font-weight:600'>{text} — stale</span>"
     cover = s.get("coverage", {})

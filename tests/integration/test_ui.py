@@ -43,7 +43,8 @@ def test_page_shows_kpis_from_core(service_env):
     # Freshness beside the numbers: the newest bar's time and age, as Core reported them.
     fresh = " ".join(m.value for m in at.markdown)
     newest = stats["freshness"]["newest_bar"].replace("T", " ").replace("Z", " UTC")
-    assert f"BTC-USD: newest bar {newest}, updated" in fresh
+    age_s = stats["freshness"].get("age_seconds", 0)
+    assert f"BTC-USD: newest bar {newest}, " + ("still open" if age_s == 0 else "closed") in fresh
     assert ("stale" in fresh) == any(
         CryptoLensClient.from_env().stats(s, "1h", "30d")["freshness"].get("stale", False)
         for s in ("BTC-USD", "ETH-USD", "SOL-USD"))
