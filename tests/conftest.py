@@ -123,7 +123,7 @@ def scratch_redis_url(redis_server) -> str:
 async def redis_client(scratch_redis_url):
     import redis.asyncio as aioredis
 
-    client = aioredis.from_url(scratch_redis_url)
+    client = aioredis.from_url(scratch_redis_url, socket_timeout=10)  # a lost reply fails, never hangs
     await client.flushdb()
     yield client
     await client.aclose()

@@ -69,17 +69,22 @@ class Leases:
         if not await self.acquire(symbol, interval):
             yield False
             return
-        renewer = asyncio.create_task(self._keep(symbol, interval), name=f"lease-{symbol}-{interval}")
+        done = asyncio.Event()
+        renewer = asyncio.create_task(self._keep(symbol, interval, done), name=f"lease-{symbol}-{interval}")
         try:
             yield True
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            # Told to stop rather than cancelled: a renewal in flight finishes its Redis round trip
+            # (a command cancelled between send and reply can leave the shared pool's connection stuck).
+            done.set()
+            await renewer
 
-    async def _keep(self, symbol: str, interval: str) -> None:
+    async def _keep(self, symbol: str, interval: str, done: asyncio.Event) -> None:
         while True:
-            await asyncio.sleep(self.ttl_ms / 3000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.ttl_ms / 3000)
+            if done.is_set():
+                return
             try:
                 if not await self.acquire(symbol, interval):
                     log.warning("lease lost during a refresh", extra={"symbol": symbol, "interval": interval})
