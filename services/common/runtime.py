@@ -20,6 +20,8 @@ from typing import AsyncIterator, Callable, Iterable, Protocol
 import grpc
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -369,7 +371,11 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def redis_client(url: str) -> aioredis.Redis:
-    return aioredis.from_url(url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=15)
+    # One immediate retry on a broken connection: after Redis restarts, every pooled connection is
+    # dead, and a command sent on one never reached the new server, so sending it again is safe.
+    # Timeouts are not retried (the command may have run).
+    return aioredis.from_url(url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=15,
+                             retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError])
 
 
 class ConfigurationError(ValueError):

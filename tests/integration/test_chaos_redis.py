@@ -173,3 +173,63 @@ def test_redis_killed_under_load_then_restarted_from_its_aof_loses_nothing_and_b
         return times[:1] == [first_minute] and times[-1] >= newest - 60_000 and all(
             b - a == 60_000 for a, b in zip(times, times[1:]))
     assert until(complete, 30), bar_times(stack, first_minute)[-5:]
+
+
+def rule_ids(stack: Stack) -> set[str]:
+    """The rules Alerts lists; empty while it answers UNAVAILABLE (a pooled connection from before the
+    restart fails once, and the call says so)."""
+    with grpc.insecure_channel(stack["alerts"].addr) as channel:
+        try:
+            reply = alerts_pb2_grpc.AlertsServiceStub(channel).ListRules(alerts_pb2.ListRulesRequest(), timeout=5)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+            return set()
+    return {rule.id for rule in reply.rules}
+
+
+def test_redis_restarted_empty_every_service_notices_and_everything_comes_back(chaos_stack):
+    stack, server = chaos_stack
+    store = redis.Redis.from_url(server.url, socket_timeout=5)
+    assert until(lambda: store.hlen(STATE_KEY) >= len(SYMBOLS), 60)
+    assert "always-high" in rule_ids(stack)
+    first_minute = (int(time.time() * 1000) // 60_000 - 20) * 60_000
+
+    server.proc.kill()
+    server.proc.wait()
+    for path in server.tmp.glob("appendonly*"):  # the volume is gone: Redis comes back empty
+        if path.is_dir():
+            for part in path.iterdir():
+                part.unlink()
+            path.rmdir()
+        else:
+            path.unlink()
+    server.start()
+    assert store.dbsize() == 0
+    for name in ("fetch", "core", "alerts"):
+        stack[name].wait_serving(timeout=30)
+    # SERVING means served: the first calls after the restart answer (no pooled connection from
+    # before the restart fails them).
+    with grpc.insecure_channel(stack["alerts"].addr) as channel:
+        alerts_pb2_grpc.AlertsServiceStub(channel).ListAlerts(alerts_pb2.ListAlertsRequest(), timeout=5)
+    with grpc.insecure_channel(stack["fetch"].addr) as channel:
+        fetch_pb2_grpc.FetchServiceStub(channel).ListSymbols(fetch_pb2.ListSymbolsRequest(), timeout=5)
+    with grpc.insecure_channel(stack["core"].addr) as channel:
+        core_pb2_grpc.CoreServiceStub(channel).GetStats(
+            core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", lookback="1h"), timeout=30)
+
+    assert until(lambda: "always-high" in rule_ids(stack), 30), "the rules file's rules did not come back"
+    assert until(lambda: all(store.hexists(STATE_KEY, f"{s}|always-high") for s in SYMBOLS), 30), \
+        "alert state was not rebuilt"
+
+    def complete() -> bool:
+        try:
+            times = bar_times(stack, first_minute)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+            return False
+        return times[:1] == [first_minute] and all(b - a == 60_000 for a, b in zip(times, times[1:]))
+    assert until(complete, 30), "the series were not backfilled"
+    with grpc.insecure_channel(stack["core"].addr) as channel:
+        stats = core_pb2_grpc.CoreServiceStub(channel).GetStats(
+            core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", lookback="6h"), timeout=10)
+    assert stats.count >= 6 * 60 - 1
