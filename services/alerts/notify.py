@@ -103,6 +103,11 @@ class Receiver:
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        # Exported as 0 from the start: a counter first seen at 1 shows no increase, so the first
+        # dead letter would never fire an alert on increase().
+        DEAD_LETTERS.labels(name)
+        for outcome in ("ok", "error"):
+            NOTIFICATIONS.labels(name, outcome)
 
     def wants(self, event: dict) -> bool:
         """Alertmanager follows the firing grade; the webhook gets what people are told."""
