@@ -145,12 +145,13 @@ class Receiver:
 
     async def _work(self, client: httpx.AsyncClient) -> None:
         while not self._stopping:
+            # Every replica reads the depth, lease or not: a former holder must not export a frozen value.
+            OUTBOX.labels(self.name).set(await self.redis.llen(self.key))
             if not await self.lease.acquire_or_renew():
                 await asyncio.sleep(self.lease.ttl_ms / 4000)
                 continue
             await self.redis.sadd(self.workers_key, self.worker_id)
             await self._recover()
-            OUTBOX.labels(self.name).set(await self.redis.llen(self.key))
             raw = await self.redis.lindex(self.processing, -1) or await self.redis.lmove(
                 self.key, self.processing, "RIGHT", "LEFT")
             if raw is not None:
