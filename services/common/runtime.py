@@ -172,15 +172,15 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 request = _decoded(raw, decode) if client_streams else decode(raw)
                 items = aiter(behavior(request, context))
                 while (item := await self._next(items, drain)) is not _END:
+                    sent.inc()  # before the yield: a client that leaves at once ends the generator there
                     yield item
-                    sent.inc()
             except _Draining:
                 code = grpc.StatusCode.UNAVAILABLE
                 await context.abort(code, SHUTDOWN_MESSAGE)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GeneratorExit):  # GeneratorExit: the client left during a yield
                 code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:  # noqa: BLE001
