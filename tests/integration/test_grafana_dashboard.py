@@ -138,8 +138,8 @@ def test_every_dashboard_panel_shows_data(scraped_stack):
             id="btc-above-1", kind="threshold", symbol="BTC-USD", interval="1h", window="24h", metric="price",
             condition="above", warning=1, alert=2, clear=0.5, pending_for_s=0)), timeout=10)
     with grpc.insecure_channel(stack["fetch"].addr) as channel:  # a server stream that sends messages
-        bars = fetch_pb2_grpc.FetchServiceStub(channel).WatchBars(fetch_pb2.WatchBarsRequest(symbols=["BTC-USD"]),
-                                                                  timeout=120)
+        bars = fetch_pb2_grpc.FetchServiceStub(channel).WatchBars(
+            fetch_pb2.WatchBarsRequest(symbols=["BTC-USD"], after="0-0"), timeout=120)  # from the backfill on
         stop = threading.Event()
         errors: list[BaseException] = []
 
@@ -155,7 +155,7 @@ def test_every_dashboard_panel_shows_data(scraped_stack):
         missing = targets
         deadline = time.monotonic() + 60
         try:
-            next(iter(bars))  # the scheduler's refresh writes BTC-USD bars every second
+            next(iter(bars))  # the stream stays open meanwhile
             while missing and time.monotonic() < deadline and not errors:
                 missing = [(title, expr) for title, expr in missing if not has_data(query(prometheus, expr))]
                 time.sleep(1)
@@ -167,7 +167,8 @@ def test_every_dashboard_panel_shows_data(scraped_stack):
     assert missing == [], "panels without data:\n" + "\n".join(f"{t}: {e}" for t, e in missing)
 
     names = sorted({n for _, expr in targets for n in re.findall(r"([a-z_:][a-z0-9_:]*)\{", expr)})
-    present = {s["metric"]["__name__"] for s in query(prometheus, f'count by (__name__) ({{__name__=~"{"|".join(names)}"}})')}
+    counted = query(prometheus, f'count by (__name__) ({{__name__=~"{"|".join(names)}"}})')
+    present = {s["metric"]["__name__"] for s in counted}
     assert set(names) - present == set()
     assert {"cryptolens_notifications_dead_letters_total", "cryptolens_ingested_bars_total",
             "cryptolens_redis_errors_total", "grpc_server_msg_sent_total"} <= present

@@ -26,8 +26,8 @@ def test_the_sidecar_finds_the_dashboard_file_unchanged():
 
 
 def test_namespace_labels_and_annotations_for_the_sidecar():
-    values = {"metrics": {"grafanaDashboard": {"enabled": True, "namespace": "monitoring",
-                                               "labels": {"team": "ops"}, "annotations": {"grafana_folder": "CryptoLens"}}}}
+    values = {"metrics": {"grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"team": "ops"},
+                                               "annotations": {"grafana_folder": "CryptoLens"}}}}
     meta = by_kind(render(values), "ConfigMap")[NAME]["metadata"]
     assert meta["namespace"] == "monitoring" and meta["labels"]["team"] == "ops"
     assert meta["annotations"] == {"grafana_folder": "CryptoLens"}
