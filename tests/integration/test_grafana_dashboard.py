@@ -15,6 +15,7 @@ import re
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,7 @@ from tests.integration.services import Stack
 from tests.replay_server import ReplayServer, SyntheticMarket
 
 DASHBOARD = ROOT / "helm" / "cryptolens" / "files" / "grafana-dashboard.json"
+RULES = ROOT / "helm" / "cryptolens" / "files" / "prometheus-rules.yaml"
 VARIABLES = {"$__rate_interval": "15s", "$job": ".+"}  # 15 s: several 1 s scrapes per window
 
 
@@ -65,15 +67,31 @@ class Webhook(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/hook"
 
 
-def query(base: str, expr: str) -> list[dict]:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    body = json.loads(urllib.request.urlopen(url, timeout=5).read())
+def api(base: str, path: str) -> dict:
+    body = json.loads(urllib.request.urlopen(f"{base}/api/v1/{path}", timeout=5).read())
     assert body["status"] == "success", body
-    return body["data"]["result"]
+    return body["data"]
+
+
+def query(base: str, expr: str) -> list[dict]:
+    return api(base, "query?" + urllib.parse.urlencode({"query": expr}))["result"]
 
 
 def has_data(result: list[dict]) -> bool:
     return any(math.isfinite(float(sample["value"][1])) for sample in result)
+
+
+def wait_ready(base: str, timeout: float = 30.0) -> None:
+    """The port opens before Prometheus serves queries (503 until its storage is ready)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/-/ready", timeout=5)
+            return
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 @pytest.fixture
@@ -96,6 +114,7 @@ def scraped_stack(tmp_path):
         targets = [f"127.0.0.1:{stack[n].metrics_port}" for n in ("fetch", "core", "alerts")]
         config = tmp_path / "prometheus.yml"
         config.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                          f"rule_files: [{json.dumps(str(RULES))}]\n"
                           "scrape_configs:\n"
                           f"  - job_name: cryptolens\n    static_configs: [{{targets: {json.dumps(targets)}}}]\n")
         prometheus = subprocess.Popen([require_tool("prometheus"), f"--config.file={config}",
@@ -103,7 +122,9 @@ def scraped_stack(tmp_path):
                                        f"--web.listen-address=127.0.0.1:{port}"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(port, 30)
-        yield stack, f"http://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base)
+        yield stack, base
     finally:
         if prometheus is not None:
             prometheus.terminate()
@@ -172,3 +193,35 @@ def test_every_dashboard_panel_shows_data(scraped_stack):
     assert set(names) - present == set()
     assert {"cryptolens_notifications_dead_letters_total", "cryptolens_ingested_bars_total",
             "cryptolens_redis_errors_total", "grpc_server_msg_sent_total"} <= present
+
+
+def test_the_operator_alerts_evaluate_on_real_metrics(scraped_stack):
+    """Prometheus loads the chart's rules and evaluates them without error on what the services
+    export. A healthy stack with callers sending bad requests raises nothing but the market alert of
+    a rule in ALERT: caller errors are not server errors."""
+    stack, prometheus = scraped_stack
+    with grpc.insecure_channel(stack["alerts"].addr) as channel:
+        alerts_pb2_grpc.AlertsServiceStub(channel).CreateRule(alerts_pb2.CreateRuleRequest(rule=alerts_pb2.Rule(
+            id="btc-above-1", kind="threshold", symbol="BTC-USD", interval="1h", window="24h", metric="price",
+            condition="above", warning=1, alert=2, clear=0.5, pending_for_s=0)), timeout=10)
+    stop = threading.Event()
+    thread = threading.Thread(target=traffic, args=(stack, stop), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        active: set = set()
+        rules: list[dict] = []
+        while time.monotonic() < deadline:
+            rules = [r for group in api(prometheus, "rules")["groups"] for r in group["rules"]]
+            active = {(a["labels"]["alertname"], a["labels"].get("rule", ""))
+                      for a in api(prometheus, "alerts")["alerts"]}
+            evaluated = rules and not any(r["lastEvaluation"].startswith("0001") for r in rules)
+            # 20 s of calls, so a wrongly counted caller error would have raised the error-ratio alert.
+            if evaluated and ("CryptoLensAlertFiring", "btc-above-1") in active and time.monotonic() > deadline - 40:
+                break
+            time.sleep(1)
+    finally:
+        stop.set()
+        thread.join(timeout=40)
+    assert rules and {r["health"] for r in rules} == {"ok"}, [(r["name"], r.get("lastError")) for r in rules]
+    assert active == {("CryptoLensAlertFiring", "btc-above-1")}

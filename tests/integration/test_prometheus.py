@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cryptolens.v1 import alerts_pb2, alerts_pb2_grpc, core_pb2, core_pb2_grpc, fetch_pb2, fetch_pb2_grpc
 from tests.conftest import RedisServer, free_port, require_tool, wait_for_port
 from tests.integration.services import ServiceProcess
+from tests.integration.test_grafana_dashboard import wait_ready
 
 
 def metrics_text(port: int) -> str:
@@ -117,6 +118,7 @@ def prometheus(stack, tmp_path):
                             stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, 30)
+        wait_ready(f"http://127.0.0.1:{port}")
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
