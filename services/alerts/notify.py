@@ -103,6 +103,11 @@ class Receiver:
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        # Exported as 0 from the start: a counter first seen at 1 shows no increase, so the first
+        # dead letter would never fire an alert on increase().
+        DEAD_LETTERS.labels(name)
+        for outcome in ("ok", "error"):
+            NOTIFICATIONS.labels(name, outcome)
 
     def wants(self, event: dict) -> bool:
         """Alertmanager follows the firing grade; the webhook gets what people are told."""
@@ -140,12 +145,13 @@ class Receiver:
 
     async def _work(self, client: httpx.AsyncClient) -> None:
         while not self._stopping:
+            # Every replica reads the depth, lease or not: a former holder must not export a frozen value.
+            OUTBOX.labels(self.name).set(await self.redis.llen(self.key))
             if not await self.lease.acquire_or_renew():
                 await asyncio.sleep(self.lease.ttl_ms / 4000)
                 continue
             await self.redis.sadd(self.workers_key, self.worker_id)
             await self._recover()
-            OUTBOX.labels(self.name).set(await self.redis.llen(self.key))
             raw = await self.redis.lindex(self.processing, -1) or await self.redis.lmove(
                 self.key, self.processing, "RIGHT", "LEFT")
             if raw is not None:

@@ -30,19 +30,25 @@ from services.common.config import ServiceSettings
 from services.common import reflection as documented_reflection
 from services.common.errors import InvalidArgument, ServiceError, cap_message
 from services.common.logs import setup_logging
+from services.common.redis_metrics import CountingRedis
 
 log = logging.getLogger("cryptolens.runtime")
 
-RPC_REQUESTS = Counter(
-    "cryptolens_rpc_requests_total", "gRPC requests handled, by method and status code", ["service", "method", "code"]
-)
-RPC_LATENCY = Histogram(
-    "cryptolens_rpc_latency_seconds",
-    "gRPC handling time by method",
-    ["service", "method"],
+# gRPC server metrics under the grpc-prometheus names and labels (no label called "service": the
+# Prometheus Operator sets its own target label of that name). docs/metrics.md lists them.
+_RPC_LABELS = ["grpc_type", "grpc_service", "grpc_method"]
+RPC_STARTED = Counter("grpc_server_started_total", "RPCs started on the server", _RPC_LABELS)
+RPC_HANDLED = Counter("grpc_server_handled_total", "RPCs completed on the server, by status code",
+                      [*_RPC_LABELS, "grpc_code"])
+# Unary calls only: a stream's duration is how long the client stayed, not how fast we answered.
+RPC_HANDLING = Histogram(
+    "grpc_server_handling_seconds",
+    "Time to handle a unary RPC, until its answer or error",
+    _RPC_LABELS,
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-REDIS_UP = Gauge("cryptolens_redis_up", "1 while Redis answers PING, else 0", ["service"])
+RPC_MSG_SENT = Counter("grpc_server_msg_sent_total", "Messages sent on server streams", _RPC_LABELS)
+REDIS_UP = Gauge("cryptolens_redis_up", "1 while Redis answers PING, else 0", ["grpc_service"])
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -99,7 +105,8 @@ class _Draining(Exception):
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts requests and latency per method and status, and maps exceptions to statuses.
+    """Counts calls started and handled (by status) per method, unary handling time and stream
+    messages sent, and maps exceptions to statuses.
 
     It also decodes requests itself (handlers get the gRPC deserializer replaced by raw bytes), so
     malformed bytes become INVALID_ARGUMENT, and it ends open server streams with UNAVAILABLE as
@@ -116,30 +123,27 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         service, _, method = handler_call_details.method.lstrip("/").partition("/")
         decode = _decoder(handler.request_deserializer, _request_type(handler_call_details.method))
         if handler.unary_unary:
-            wrapped = self._wrap_unary(handler.unary_unary, service, method, decode)
+            wrapped = self._wrap_unary(handler.unary_unary, ("unary", service, method), decode)
             return grpc.unary_unary_rpc_method_handler(wrapped, None, handler.response_serializer)
         if handler.unary_stream:
-            wrapped = self._wrap_stream(handler.unary_stream, service, method, decode)
+            wrapped = self._wrap_stream(handler.unary_stream, ("server_stream", service, method), decode)
             return grpc.unary_stream_rpc_method_handler(wrapped, None, handler.response_serializer)
         if handler.stream_stream:  # server reflection
-            wrapped = self._wrap_stream(handler.stream_stream, service, method, decode, client_streams=True)
+            wrapped = self._wrap_stream(handler.stream_stream, ("bidi_stream", service, method), decode,
+                                        client_streams=True)
             return grpc.stream_stream_rpc_method_handler(wrapped, None, handler.response_serializer)
         return handler  # client-streaming methods: none in our contract
 
     @staticmethod
-    def _record(service: str, method: str, code: grpc.StatusCode, started: float) -> None:
-        RPC_REQUESTS.labels(service, method, code.name).inc()
-        RPC_LATENCY.labels(service, method).observe(time.perf_counter() - started)
-
-    @staticmethod
-    async def _fail(context, service: str, method: str, exc: BaseException) -> grpc.StatusCode:
+    async def _fail(context, rpc: tuple[str, str, str], exc: BaseException) -> grpc.StatusCode:
         code, message = _status_for(exc)
         if code == grpc.StatusCode.INTERNAL:
-            log.error("unhandled error in %s/%s", service, method, exc_info=exc)
+            log.error("unhandled error in %s/%s", rpc[1], rpc[2], exc_info=exc)
         await context.abort(code, message)
 
-    def _wrap_unary(self, behavior, service, method, decode):
+    def _wrap_unary(self, behavior, rpc: tuple[str, str, str], decode):
         async def wrapped(raw, context):
+            RPC_STARTED.labels(*rpc).inc()
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
@@ -152,15 +156,17 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except Exception as exc:  # noqa: BLE001 - every error becomes a proper status
                 code = _status_for(exc)[0]
-                await self._fail(context, service, method, exc)
+                await self._fail(context, rpc, exc)
             finally:
-                self._record(service, method, code, started)
+                RPC_HANDLED.labels(*rpc, code.name).inc()
+                RPC_HANDLING.labels(*rpc).observe(time.perf_counter() - started)
 
         return wrapped
 
-    def _wrap_stream(self, behavior, service, method, decode, client_streams: bool = False):
+    def _wrap_stream(self, behavior, rpc: tuple[str, str, str], decode, client_streams: bool = False):
         async def wrapped(raw, context):
-            started = time.perf_counter()
+            RPC_STARTED.labels(*rpc).inc()
+            sent = RPC_MSG_SENT.labels(*rpc)
             code = grpc.StatusCode.OK
             items = None
             drain = asyncio.ensure_future(self.draining.wait())
@@ -168,6 +174,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 request = _decoded(raw, decode) if client_streams else decode(raw)
                 items = aiter(behavior(request, context))
                 while (item := await self._next(items, drain)) is not _END:
+                    sent.inc()  # before the yield: a client that leaves at once ends the generator there
                     yield item
             except _Draining:
                 code = grpc.StatusCode.UNAVAILABLE
@@ -175,17 +182,17 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GeneratorExit):  # GeneratorExit: the client left during a yield
                 code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:  # noqa: BLE001
                 code = _status_for(exc)[0]
-                await self._fail(context, service, method, exc)
+                await self._fail(context, rpc, exc)
             finally:
                 drain.cancel()
                 if items is not None:
                     await items.aclose()
-                self._record(service, method, code, started)
+                RPC_HANDLED.labels(*rpc, code.name).inc()
 
         return wrapped
 
@@ -374,8 +381,8 @@ def redis_client(url: str) -> aioredis.Redis:
     # One immediate retry on a broken connection: after Redis restarts, every pooled connection is
     # dead, and a command sent on one never reached the new server, so sending it again is safe.
     # Timeouts are not retried (the command may have run).
-    return aioredis.from_url(url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=15,
-                             retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError])
+    return CountingRedis.from_url(url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=15,
+                                  retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError])
 
 
 class ConfigurationError(ValueError):

@@ -9,7 +9,8 @@ from collections import OrderedDict
 
 from prometheus_client import Counter, Gauge
 
-CACHE_LOOKUPS = Counter("cryptolens_core_cache_total", "Result cache lookups", ["method", "result"])
+CACHE_LOOKUPS = Counter("cryptolens_core_cache_lookups_total", "Result cache lookups by method and result (hit, miss)",
+                        ["method", "result"])
 CACHE_BYTES = Gauge("cryptolens_core_cache_bytes", "Bytes held by the result cache (answers and keys)")
 CACHE_ENTRIES = Gauge("cryptolens_core_cache_entries", "Answers held by the result cache")
 

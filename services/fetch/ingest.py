@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from prometheus_client import Counter
 
 from services.common.bars import find_gaps
 from services.common.errors import NotFound, ResourceExhausted, Unavailable
@@ -24,6 +25,10 @@ from services.common.store import PriceStore
 from services.fetch.providers.base import Provider, ProviderError
 
 log = logging.getLogger("cryptolens.fetch")
+
+INGESTED_BARS = Counter("cryptolens_ingested_bars_total",
+                        "Bars written to Redis (new or changed), by series and the provider that served them",
+                        ["symbol", "interval", "provider"])
 
 PIECE_BARS = 50_000  # bars fetched, normalised and written at once: bounds memory of a long backfill
 
@@ -122,6 +127,7 @@ class Ingestor:
             # One last pass of the shared rules, whatever the provider did: sorted, unique, valid, flagged.
             bars = (await asyncio.to_thread(normalize_bars, bars, step, _now_ms())).bars
             written = await self.store.write(symbol, interval, bars, source, origin)
+            INGESTED_BARS.labels(symbol, interval, source).inc(written.written)
             result.written += written.written
             result.version = written.version or result.version
             result.source = source

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
-from services.fetch.providers.base import BadResponse, ProviderError, RateLimited, TemporaryError, Unsupported
+from services.fetch.providers.base import ProviderError, RateLimited, TemporaryError, Unsupported
 
 OUTCOMES = ("ok", "rate_limited", "server_error", "timeout", "bad_response", "unsupported", "connection_error")
 
@@ -43,9 +43,7 @@ def outcome_of(exc: ProviderError) -> str:
         return "server_error"
     if isinstance(exc, Unsupported):
         return "unsupported"
-    if isinstance(exc, BadResponse):
-        return "bad_response"
-    return "bad_response"
+    return "bad_response"  # BadResponse, and any other ProviderError
 
 
 def request_count(provider: str, endpoint: str, outcome: str) -> float:

@@ -187,7 +187,8 @@ def test_a_client_deadline_stops_the_work_down_to_fetch(stack, tmp_path):
     core = ServiceProcess("core", free_port(), free_port(), [], env, tmp_path / "core.log").start()
     try:
         core.wait_serving()
-        labels = '{code="CANCELLED",method="GetTimeseries",service="cryptolens.v1.CoreService"}'
+        labels = ('{grpc_code="CANCELLED",grpc_method="GetTimeseries",grpc_service="cryptolens.v1.CoreService",'
+                  'grpc_type="unary"}')
         with grpc.insecure_channel(core.addr) as channel:
             with pytest.raises(grpc.RpcError) as exc:
                 core_pb2_grpc.CoreServiceStub(channel).GetTimeseries(
@@ -195,9 +196,9 @@ def test_a_client_deadline_stops_the_work_down_to_fetch(stack, tmp_path):
         assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert fetch.called.is_set() and fetch.cancelled.wait(10), "the fetch-through kept running"
         deadline = time.monotonic() + 10
-        while metric(core.metrics_port, "cryptolens_rpc_requests_total", labels) < 1 and time.monotonic() < deadline:
+        while metric(core.metrics_port, "grpc_server_handled_total", labels) < 1 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert metric(core.metrics_port, "cryptolens_rpc_requests_total", labels) == 1
+        assert metric(core.metrics_port, "grpc_server_handled_total", labels) == 1
         assert core.health() == health_pb2.HealthCheckResponse.SERVING
     finally:
         core.stop()
@@ -208,13 +209,13 @@ def test_result_cache_stays_within_its_byte_bound(stack, core):
     port = stack["core"].metrics_port
     redis = redis_sync.from_url(stack.redis_url)
     used_before = redis.info("memory")["used_memory"]
-    hits_before = metric(port, "cryptolens_core_cache_total", '{method="GetTimeseries",result="hit"}')
+    hits_before = metric(port, "cryptolens_core_cache_lookups_total", '{method="GetTimeseries",result="hit"}')
     for window in range(2, 62):  # 60 distinct answers of ~150 KB each: nine times the 1 MB budget
         request = core_pb2.GetTimeseriesRequest(symbol="BTC-USD", interval="1m", lookback="3d",
                                                 rolling_window=window, max_points=10_000)
         core.GetTimeseries(request, timeout=30)
         assert metric(port, "cryptolens_core_cache_bytes") <= 1024 * 1024
     core.GetTimeseries(request, timeout=30)  # the newest answer is still there
-    assert metric(port, "cryptolens_core_cache_total", '{method="GetTimeseries",result="hit"}') == hits_before + 1
+    assert metric(port, "cryptolens_core_cache_lookups_total", '{method="GetTimeseries",result="hit"}') == hits_before + 1
     assert metric(port, "cryptolens_core_cache_bytes") > 512 * 1024
     assert redis.info("memory")["used_memory"] - used_before < 512 * 1024  # answers are not kept in Redis

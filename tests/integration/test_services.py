@@ -161,7 +161,9 @@ def test_metrics_show_per_method_rpc_counts(stack, core):
     core.GetStats(core_pb2.GetStatsRequest(symbol="BTC-USD", lookback="1d"), timeout=30)
     call_error(core.GetStats, core_pb2.GetStatsRequest(symbol="BAD"))
     text = urllib.request.urlopen(f"http://127.0.0.1:{stack['core'].metrics_port}/metrics", timeout=5).read().decode()
-    assert ('cryptolens_rpc_requests_total{code="OK",method="GetStats",service="cryptolens.v1.CoreService"}'
-            in text)
-    assert 'cryptolens_rpc_requests_total{code="INVALID_ARGUMENT",method="GetStats"' in text
-    assert "cryptolens_rpc_latency_seconds_bucket" in text and 'cryptolens_redis_up{service=' in text
+    labels = 'grpc_method="GetStats",grpc_service="cryptolens.v1.CoreService",grpc_type="unary"'
+    assert f'grpc_server_handled_total{{grpc_code="OK",{labels}}}' in text
+    assert f'grpc_server_handled_total{{grpc_code="INVALID_ARGUMENT",{labels}}}' in text
+    assert f'grpc_server_started_total{{{labels}}}' in text
+    assert f'grpc_server_handling_seconds_bucket{{{labels},le="+Inf"}}' in text
+    assert 'cryptolens_redis_up{grpc_service="cryptolens.v1.CoreService"} 1.0' in text

@@ -94,7 +94,7 @@ def test_get_stats_then_metrics(up):
     grpcurl("localhost:50053", "cryptolens.v1.AlertsService/ListRules")
     for port, method in ((9101, "ListSymbols"), (9102, "GetStats"), (9103, "ListRules")):
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        assert f'cryptolens_rpc_requests_total{{code="OK",method="{method}"' in text, port
+        assert f'grpc_server_handled_total{{grpc_code="OK",grpc_method="{method}"' in text, port
 
 
 def test_ui_answers(up):
