@@ -28,6 +28,8 @@ from services.common.config import ServiceSettings
 from services.common import reflection as documented_reflection
 from services.common.errors import InvalidArgument, ServiceError, cap_message
 from services.common.logs import setup_logging
+from services.common import redis_client as redis_clients
+from services.common.redis_client import redis_client  # noqa: F401 - re-exported for tests and tools
 
 log = logging.getLogger("cryptolens.runtime")
 
@@ -224,6 +226,7 @@ class ServiceRuntime:
         self.settings = settings
         self.service = service
         self.redis = redis_client
+        self._reachability = redis_clients.Reachability(redis_client)
         self.health = health.aio.HealthServicer()
         self.redis_up = False
         self.port = 0
@@ -290,7 +293,7 @@ class ServiceRuntime:
         first = True
         while True:
             try:
-                up = bool(await asyncio.wait_for(self.redis.ping(), timeout=self.settings.redis_check_s))
+                up = await asyncio.wait_for(self._reachability.ping(), timeout=self.settings.redis_check_s)
             except Exception:  # noqa: BLE001 - any failure means "not reachable"
                 up = False
             if first and not up:
@@ -368,16 +371,12 @@ def _check_port_free(host: str, port: int) -> None:
             raise StartupError(f"gRPC port {host}:{port} is unavailable: {exc.strerror}") from None
 
 
-def redis_client(url: str) -> aioredis.Redis:
-    return aioredis.from_url(url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=15)
-
-
 class ConfigurationError(ValueError):
     """The service cannot be built from its settings (a missing file, a bad value): exit 2."""
 
 
 async def _serve(settings: ServiceSettings, build: Callable[[ServiceSettings, aioredis.Redis], Service]) -> None:
-    client = redis_client(settings.redis_url)
+    client = redis_clients.from_settings(settings)
     try:
         service = build(settings, client)
     except (ValueError, OSError) as exc:

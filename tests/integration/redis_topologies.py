@@ -1,0 +1,214 @@
+"""Real Redis topologies on loopback: a 3-master Redis Cluster with replicas, and a Sentinel set.
+
+Every node is its own redis-server process with an append-only file (fsync every second) in the
+test's tmp_path, on ports from ``free_port()`` (the cluster bus port too, set explicitly so it never
+lands in the ephemeral range). ``stop()`` kills whatever is still running.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from tests.conftest import free_port, require_tool, wait_for_port
+
+
+class Node:
+    """One redis-server process (a cluster node, a replica or a sentinel)."""
+
+    def __init__(self, tmp: Path, name: str, *args: str, sentinel_conf: str | None = None):
+        self.port = free_port()
+        self.dir = tmp / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.args = list(args)
+        self.sentinel_conf = sentinel_conf
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Node":
+        binary = require_tool("redis-server")
+        if self.sentinel_conf is not None:  # sentinel rewrites its config file: one per sentinel
+            conf = self.dir / "sentinel.conf"
+            conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n{self.sentinel_conf}")
+            cmd = [binary, str(conf), "--sentinel"]
+        else:
+            cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                   "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", *self.args]
+        self._log = open(self.dir / "server.log", "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, only what the AOF already holds survives."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        self.kill()
+        if self.proc is not None:
+            self._log.close()
+            self.proc = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+
+def wait_until(check, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except redis.RedisError as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
+
+
+class LocalCluster:
+    """Three masters and three replicas; a node unreachable for 1 s is failed over."""
+
+    def __init__(self, tmp: Path, masters: int = 3, replicas_per_master: int = 1):
+        self.tmp = tmp
+        self.nodes: list[Node] = []
+        self.masters = masters
+        self.replicas = replicas_per_master
+
+    @property
+    def url(self) -> str:
+        seeds = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:self.masters])
+        return f"redis+cluster://{seeds}"
+
+    def start(self) -> "LocalCluster":
+        require_tool("redis-cli")
+        for i in range(self.masters * (1 + self.replicas)):
+            self.nodes.append(Node(self.tmp, f"node{i}", "--cluster-enabled", "yes",
+                                   "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port()),
+                                   "--cluster-node-timeout", "1000").start())
+        subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                        "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                       check=True, capture_output=True, timeout=30)
+        wait_until(self._healthy, 30, "cluster_state:ok on every node with every replica in sync")
+        return self
+
+    def _healthy(self) -> bool:
+        for node in self.nodes:
+            if not self._ok(node):
+                return False
+            with node.client() as c:
+                info = c.info("replication")
+                if info["role"] == "slave" and info.get("master_link_status") != "up":
+                    return False
+        return True
+
+    @staticmethod
+    def _ok(node: Node) -> bool:
+        with node.client() as c:
+            return b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO")
+
+    def _table(self, via: Node) -> list[dict]:
+        """CLUSTER NODES as seen by ``via``: port, flags, slot ranges of every node."""
+        with via.client() as c:
+            text = c.execute_command("CLUSTER", "NODES")
+        text = text.decode() if isinstance(text, bytes) else text
+        rows = []
+        for line in text.splitlines():
+            parts = line.split()
+            slots = [tuple(int(x) for x in (r.split("-") * 2)[:2]) for r in parts[8:] if not r.startswith("[")]
+            rows.append({"port": int(parts[1].split("@")[0].rsplit(":", 1)[1]), "flags": set(parts[2].split(",")),
+                         "slots": slots})
+        return rows
+
+    def master_of(self, key: str) -> Node:
+        with self.nodes[0].client() as c:
+            slot = int(c.execute_command("CLUSTER", "KEYSLOT", key))
+        for row in self._table(self.nodes[0]):
+            if "master" in row["flags"] and any(lo <= slot <= hi for lo, hi in row["slots"]):
+                return next(n for n in self.nodes if n.port == row["port"])
+        raise AssertionError(f"no master serves the slot of {key}")
+
+    def wait_failover(self, dead: Node, timeout: float = 30) -> None:
+        """Until every live node says the cluster is ok and ``dead``'s slots have a new master."""
+        alive = [n for n in self.nodes if n is not dead and n.proc is not None and n.proc.poll() is None]
+
+        def promoted() -> bool:
+            if not all(self._ok(n) for n in alive):
+                return False
+            old = next(r for r in self._table(alive[0]) if r["port"] == dead.port)
+            return "fail" in old["flags"] and not old["slots"]
+        wait_until(promoted, timeout, f"failover of the master on port {dead.port}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class LocalSentinel:
+    """One master, two replicas and three sentinels (quorum 2); a master down 1 s is failed over."""
+
+    MASTER = "cryptolens"
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.servers: list[Node] = []
+        self.sentinels: list[Node] = []
+
+    @property
+    def url(self) -> str:
+        return "redis+sentinel://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + f"/{self.MASTER}/0"
+
+    def start(self) -> "LocalSentinel":
+        master = Node(self.tmp, "server0").start()
+        self.servers.append(master)
+        for i in (1, 2):
+            self.servers.append(Node(self.tmp, f"server{i}", "--replicaof", "127.0.0.1", str(master.port)).start())
+        conf = (f"sentinel monitor {self.MASTER} 127.0.0.1 {master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+                f"sentinel failover-timeout {self.MASTER} 5000\n"
+                f"sentinel parallel-syncs {self.MASTER} 1\n")
+        for i in range(3):
+            self.sentinels.append(Node(self.tmp, f"sentinel{i}", sentinel_conf=conf).start())
+        wait_until(self._ready, 30, "replicas in sync and every sentinel seeing 2 replicas and 2 other sentinels")
+        return self
+
+    def _ready(self) -> bool:
+        for replica in self.servers[1:]:
+            with replica.client() as c:
+                if c.info("replication").get("master_link_status") != "up":
+                    return False
+        for s in self.sentinels:
+            with s.client() as c:
+                state = c.sentinel_master(self.MASTER)
+                if int(state["num-slaves"]) < 2 or int(state["num-other-sentinels"]) < 2:
+                    return False
+        return True
+
+    def master(self) -> Node:
+        with self.sentinels[0].client() as c:
+            _, port = c.sentinel_get_master_addr_by_name(self.MASTER)
+        return next(n for n in self.servers if n.port == int(port))
+
+    def wait_failover(self, dead: Node, timeout: float = 30) -> Node:
+        """The new master, once every sentinel names it and it accepts writes."""
+        def promoted():
+            ports = set()
+            for s in self.sentinels:
+                with s.client() as c:
+                    ports.add(int(c.sentinel_get_master_addr_by_name(self.MASTER)[1]))
+            if len(ports) != 1 or dead.port in ports:
+                return None
+            node = next(n for n in self.servers if n.port == ports.pop())
+            with node.client() as c:
+                return node if c.info("replication")["role"] == "master" else None
+        return wait_until(promoted, timeout, f"sentinel failover away from port {dead.port}")
+
+    def stop(self) -> None:
+        for node in [*self.sentinels, *self.servers]:
+            node.stop()
