@@ -12,8 +12,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import grpc
 import redis
 
+from cryptolens.v1 import alerts_pb2, alerts_pb2_grpc, core_pb2, core_pb2_grpc, fetch_pb2, fetch_pb2_grpc
 from tests.conftest import free_port, require_tool, wait_for_port
 
 
@@ -212,3 +214,53 @@ class LocalSentinel:
     def stop(self) -> None:
         for node in [*self.sentinels, *self.servers]:
             node.stop()
+
+
+# --- the services' answers while a topology fails over -------------------------------------------
+
+OK_OR_RETRYABLE = {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class StackCalls:
+    """GetBars (Fetch), GetStats (Core) and Evaluate (Alerts) against a running Stack; every status seen."""
+
+    def __init__(self, stack):
+        self.channels = {name: grpc.insecure_channel(stack[name].addr) for name in ("fetch", "core", "alerts")}
+        self.fetch = fetch_pb2_grpc.FetchServiceStub(self.channels["fetch"])
+        self.core = core_pb2_grpc.CoreServiceStub(self.channels["core"])
+        self.alerts = alerts_pb2_grpc.AlertsServiceStub(self.channels["alerts"])
+        self.codes: dict[str, set] = {"GetBars": set(), "GetStats": set(), "Evaluate": set()}
+
+    def all_ok(self, symbol: str = "BTC-USD") -> bool:
+        """One call of each; True when all three answered OK (statuses recorded either way)."""
+        ok = True
+        for name, call in (
+            ("GetBars", lambda: self.fetch.GetBars(fetch_pb2.GetBarsRequest(symbol=symbol, interval="1h",
+                                                                            lookback="7d"), timeout=5)),
+            ("GetStats", lambda: self.core.GetStats(core_pb2.GetStatsRequest(symbol=symbol, interval="1h",
+                                                                             lookback="7d"), timeout=5)),
+            ("Evaluate", lambda: self.alerts.Evaluate(alerts_pb2.EvaluateRequest(symbols=[symbol]), timeout=5)),
+        ):
+            try:
+                call()
+                self.codes[name].add(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                self.codes[name].add(exc.code())
+                ok = False
+        return ok
+
+    def until_all_ok(self, timeout: float) -> float:
+        """Seconds until every call answered OK, calling every 0.2 s; fails after ``timeout``."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.all_ok():
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise AssertionError(f"the services did not answer OK within {timeout} s: {self.codes}")
+
+    def unexpected_codes(self) -> dict[str, set]:
+        return {name: codes - OK_OR_RETRYABLE for name, codes in self.codes.items() if codes - OK_OR_RETRYABLE}
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            channel.close()
