@@ -66,13 +66,13 @@ def redis_client(url: str, username: str = "", password: str = "", ca_file: str 
     scheme = url.split("://", 1)[0]
     tls = scheme.startswith("rediss")
     tls_options = {"ssl_ca_certs": ca_file} if tls and ca_file else {}
-    if "+" not in scheme:
-        auth = {k: v for k, v in (("username", username), ("password", password)) if v}
-        return aioredis.from_url(url, **_TIMEOUTS, **auth, **tls_options)
     parts = urlsplit(url)
     username = username or unquote(parts.username or "")
     password = password or unquote(parts.password or "")
     auth = {"username": username or None, "password": password or None}
+    if "+" not in scheme:  # the URL's own credentials would override ours: they are passed apart
+        bare = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
+        return aioredis.from_url(bare, **_TIMEOUTS, **auth, **tls_options)
     if tls:
         tls_options["ssl"] = True
     if scheme.endswith("+cluster"):

@@ -22,8 +22,9 @@ from tests.conftest import free_port, require_tool, wait_for_port
 class Node:
     """One redis-server process (a cluster node, a replica or a sentinel)."""
 
-    def __init__(self, tmp: Path, name: str, *args: str, sentinel_conf: str | None = None):
+    def __init__(self, tmp: Path, name: str, *args: str, sentinel_conf: str | None = None, password: str = ""):
         self.port = free_port()
+        self.password = password
         self.dir = tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.args = list(args)
@@ -39,8 +40,14 @@ class Node:
         else:
             cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                    "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", *self.args]
+            if self.password:  # given on stdin as config, never on the command line
+                cmd[1:1] = ["-"]
         self._log = open(self.dir / "server.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        stdin = subprocess.PIPE if self.password and self.sentinel_conf is None else None
+        self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=self._log, stderr=subprocess.STDOUT)
+        if stdin:
+            self.proc.stdin.write(f"requirepass {self.password}\nmasterauth {self.password}\n".encode())
+            self.proc.stdin.close()
         wait_for_port(self.port)
         return self
 
@@ -57,7 +64,8 @@ class Node:
             self.proc = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        password = self.password if self.sentinel_conf is None else None
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, password=password or None)
 
 
 def wait_until(check, timeout: float, what: str, interval: float = 0.1):
@@ -153,12 +161,14 @@ class LocalCluster:
 
 
 class LocalSentinel:
-    """One master, two replicas and three sentinels (quorum 2); a master down 1 s is failed over."""
+    """One master, two replicas and three sentinels (quorum 2); a master down 1 s is failed over.
+    With ``password`` every Redis requires it (the sentinels themselves do not)."""
 
     MASTER = "cryptolens"
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, password: str = ""):
         self.tmp = tmp
+        self.password = password
         self.servers: list[Node] = []
         self.sentinels: list[Node] = []
 
@@ -167,12 +177,14 @@ class LocalSentinel:
         return "redis+sentinel://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + f"/{self.MASTER}/0"
 
     def start(self) -> "LocalSentinel":
-        master = Node(self.tmp, "server0").start()
+        master = Node(self.tmp, "server0", password=self.password).start()
         self.servers.append(master)
         for i in (1, 2):
-            self.servers.append(Node(self.tmp, f"server{i}", "--replicaof", "127.0.0.1", str(master.port)).start())
+            self.servers.append(Node(self.tmp, f"server{i}", "--replicaof", "127.0.0.1", str(master.port),
+                                     password=self.password).start())
         conf = (f"sentinel monitor {self.MASTER} 127.0.0.1 {master.port} 2\n"
-                f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+                + (f"sentinel auth-pass {self.MASTER} {self.password}\n" if self.password else "")
+                + f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
                 f"sentinel failover-timeout {self.MASTER} 5000\n"
                 f"sentinel parallel-syncs {self.MASTER} 1\n")
         for i in range(3):
@@ -206,7 +218,8 @@ class LocalSentinel:
                     ports.add(int(c.sentinel_get_master_addr_by_name(self.MASTER)[1]))
             if len(ports) != 1 or dead.port in ports:
                 return None
-            node = next(n for n in self.servers if n.port == ports.pop())
+            port = ports.pop()
+            node = next(n for n in self.servers if n.port == port)
             with node.client() as c:
                 return node if c.info("replication")["role"] == "master" else None
         return wait_until(promoted, timeout, f"sentinel failover away from port {dead.port}")

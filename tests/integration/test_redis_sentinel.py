@@ -1,0 +1,81 @@
+"""Fetch, Core and Alerts on a real Sentinel set: 1 master, 2 replicas, 3 sentinels, AOF every second.
+
+Every Redis requires a password, which the services read from ``CRYPTOLENS_REDIS_PASSWORD_FILE``
+(the URL has none). The services find the master through ``redis+sentinel://``; the master is
+killed with -9, the sentinels promote a replica, and the services reconnect to it: calls answer OK
+or UNAVAILABLE meanwhile, all OK again within a bound, nothing written a second before the kill lost.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from services.alerts.engine import STATE_KEY
+from services.common.store import series_key
+from tests.integration.redis_topologies import LocalSentinel, StackCalls, wait_until
+from tests.integration.services import Stack
+
+PASSWORD = "s3ntinel-test-pw"
+RECOVERY_BOUND_S = 20  # failover done → every call OK again
+
+
+@pytest.fixture
+def sentinel(tmp_path):
+    topology = LocalSentinel(tmp_path / "sentinel", password=PASSWORD)
+    try:
+        yield topology.start()
+    finally:
+        topology.stop()
+
+
+@pytest.mark.timeout(120)
+def test_services_follow_the_master_sentinel_promotes(sentinel, tmp_path):
+    password_file = tmp_path / "redis-password"
+    password_file.write_text(PASSWORD + "\n")
+    stack = Stack(sentinel.url, tmp_path, extra_env={"CRYPTOLENS_REDIS_CHECK_S": "0.5",
+                                                     "CRYPTOLENS_REDIS_PASSWORD_FILE": str(password_file)})
+    stack.add("fetch", "--provider", "simulated", "--refresh-s", "2", "--history-days", "30")
+    stack.add("core")
+    stack.add("alerts")
+    calls = None
+    try:
+        for name in ("fetch", "core", "alerts"):
+            stack[name].wait_serving(40)
+        calls = StackCalls(stack)
+        calls.until_all_ok(30)
+
+        old = sentinel.master()
+        meta_key = series_key("BTC-USD", "1h", "meta")
+        with old.client() as db:
+            wait_until(lambda: db.hlen(STATE_KEY) > 0, 20, "alert states committed")
+            db.set("cl:test:marker", "before-the-kill")
+            before_count = int(db.hget(meta_key, "count"))
+            before_states = db.hlen(STATE_KEY)
+        time.sleep(1.5)  # past appendfsync everysec and the replication of these writes
+
+        old.kill()
+        started = killed_at = time.monotonic()
+        while time.monotonic() - started < 1.5:  # calls while the master is down
+            calls.all_ok()
+            time.sleep(0.1)
+        new = sentinel.wait_failover(old, timeout=30)
+        took = calls.until_all_ok(RECOVERY_BOUND_S)
+        print(f"kill → every call OK: {time.monotonic() - killed_at:.1f} s")
+        print(f"sentinel failover {old.port} → {new.port}; all OK after {took:.1f} s; statuses {calls.codes}")
+
+        assert calls.unexpected_codes() == {}
+        with new.client() as db:
+            assert db.get("cl:test:marker") == b"before-the-kill"
+            assert int(db.hget(meta_key, "count")) >= before_count
+            assert db.hlen(STATE_KEY) >= before_states
+            version = int(db.hget(meta_key, "version"))
+            wait_until(lambda: int(db.hget(meta_key, "version")) > version, 15, "Fetch writing to the new master")
+        for name in ("fetch", "core", "alerts"):
+            assert stack[name].proc.poll() is None, f"{name} died:\n{stack[name].log()[-2000:]}"
+            assert PASSWORD not in stack[name].log()
+    finally:
+        if calls is not None:
+            calls.close()
+        stack.stop()
