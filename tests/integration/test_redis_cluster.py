@@ -11,7 +11,6 @@ refused with CROSSSLOT or a blocked pipelined command if its keys spanned slots.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -27,7 +26,7 @@ from services.alerts.notify import Receiver
 from services.common.bars import make_bars
 from services.common.redis_client import redis_client
 from services.common.series import SeriesSource
-from services.common.store import PriceStore, series_key
+from services.common.store import UPDATES_CHANNEL, PriceStore, series_key
 from services.fetch.lease import Leases
 from tests.integration.redis_topologies import LocalCluster, StackCalls, wait_until
 from tests.integration.services import Stack
@@ -105,10 +104,18 @@ async def test_every_multi_key_operation_is_accepted_by_a_cluster(cluster):
     client = redis_client(cluster.url)
     try:
         store = PriceStore(client)
+        assert await client.ping()  # as the services do first: the client learns the slots
+        pubsub = client.pubsub()  # update events reach a subscriber on whichever node it listens
+        await pubsub.subscribe(UPDATES_CHANNEL)
         ts = 1_767_225_600_000 + np.arange(300, dtype=np.int64) * HOUR
         close = 100 + np.sin(np.arange(300))
         result = await store.write("BTC-USD", "1h", make_bars(ts, close, close, close, close, np.ones(300)), "test")
         assert result.written == 300
+        heard = None
+        for _ in range(50):
+            heard = heard or await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        await pubsub.aclose()
+        assert heard is not None and json.loads(heard["data"])["version"] == result.version
         await store.write("BTC-USD", "1h", make_bars(ts[:5], close[:5] * 2, close[:5], close[:5], close[:5] * 2,
                                                      np.ones(5)), "test", origin="other")  # replace: one tx
         assert [s.symbol for s in await store.list_series()] == ["BTC-USD"]
