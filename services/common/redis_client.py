@@ -23,7 +23,8 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import (AuthenticationError, ClusterDownError, ConnectionError, RedisClusterException,
+                              ResponseError, SlotNotCoveredError, TimeoutError, TryAgainError)
 
 log = logging.getLogger("cryptolens.redis")
 
@@ -85,6 +86,16 @@ def redis_client(url: str, username: str = "", password: str = "", ca_file: str 
         sentinel_options["password"] = sentinel_password
     sentinel = Sentinel(_hosts(parts), sentinel_kwargs=sentinel_options, **_TIMEOUTS, **tls_options)
     return sentinel.master_for(path[0], db=db, **auth)
+
+
+# Redis away (a node down, a cluster failing over, no master yet): retryable, never a bug.
+OUTAGES = (ConnectionError, TimeoutError, ClusterDownError, TryAgainError, SlotNotCoveredError)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for OUTAGES, and for a cluster client's "no node reachable" (raised from a connection error)."""
+    return isinstance(exc, OUTAGES) or (isinstance(exc, RedisClusterException) and
+                                        isinstance(exc.__cause__, OUTAGES))
 
 
 def from_settings(settings) -> Client:

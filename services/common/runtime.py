@@ -19,7 +19,6 @@ from typing import AsyncIterator, Callable, Iterable, Protocol
 
 import grpc
 import redis.asyncio as aioredis
-import redis.exceptions
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -56,7 +55,7 @@ class StartupError(RuntimeError):
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, ServiceError):
         return exc.code, cap_message(exc.message)
-    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+    if redis_clients.is_outage(exc):
         return grpc.StatusCode.UNAVAILABLE, cap_message(f"Redis is unavailable ({exc}); retry shortly")
     if isinstance(exc, asyncio.TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, "a dependency did not answer in time"

@@ -22,9 +22,11 @@ from tests.conftest import free_port, require_tool, wait_for_port
 class Node:
     """One redis-server process (a cluster node, a replica or a sentinel)."""
 
-    def __init__(self, tmp: Path, name: str, *args: str, sentinel_conf: str | None = None, password: str = ""):
+    def __init__(self, tmp: Path, name: str, *args: str, sentinel_conf: str | None = None, password: str = "",
+                 tls: Path | None = None):
         self.port = free_port()
         self.password = password
+        self.tls = tls  # a folder with ca.pem, server.pem, server.key: TLS only, on self.port
         self.dir = tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.args = list(args)
@@ -40,6 +42,10 @@ class Node:
         else:
             cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                    "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", *self.args]
+            if self.tls:
+                cmd += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls / "server.pem"),
+                        "--tls-key-file", str(self.tls / "server.key"), "--tls-ca-cert-file", str(self.tls / "ca.pem"),
+                        "--tls-auth-clients", "no", "--tls-cluster", "yes", "--tls-replication", "yes"]
             if self.password:  # given on stdin as config, never on the command line
                 cmd[1:1] = ["-"]
         self._log = open(self.dir / "server.log", "ab")
@@ -65,7 +71,8 @@ class Node:
 
     def client(self) -> redis.Redis:
         password = self.password if self.sentinel_conf is None else None
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, password=password or None)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls / "ca.pem")} if self.tls else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, password=password or None, **tls)
 
 
 def wait_until(check, timeout: float, what: str, interval: float = 0.1):
@@ -83,10 +90,12 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.1):
 
 
 class LocalCluster:
-    """Three masters and three replicas; a node unreachable for 1 s is failed over."""
+    """Three masters and three replicas; a node unreachable for 1 s is failed over. With ``tls`` (a
+    folder holding ca.pem, server.pem, server.key) clients, the cluster bus and replication use TLS."""
 
-    def __init__(self, tmp: Path, masters: int = 3, replicas_per_master: int = 1):
+    def __init__(self, tmp: Path, masters: int = 3, replicas_per_master: int = 1, tls: Path | None = None):
         self.tmp = tmp
+        self.tls = tls
         self.nodes: list[Node] = []
         self.masters = masters
         self.replicas = replicas_per_master
@@ -94,15 +103,16 @@ class LocalCluster:
     @property
     def url(self) -> str:
         seeds = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:self.masters])
-        return f"redis+cluster://{seeds}"
+        return f"{'rediss' if self.tls else 'redis'}+cluster://{seeds}"
 
     def start(self) -> "LocalCluster":
         require_tool("redis-cli")
         for i in range(self.masters * (1 + self.replicas)):
             self.nodes.append(Node(self.tmp, f"node{i}", "--cluster-enabled", "yes",
                                    "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port()),
-                                   "--cluster-node-timeout", "1000").start())
-        subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                                   "--cluster-node-timeout", "1000", tls=self.tls).start())
+        tls = ["--tls", "--cacert", str(self.tls / "ca.pem")] if self.tls else []
+        subprocess.run(["redis-cli", *tls, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
                         "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                        check=True, capture_output=True, timeout=30)
         wait_until(self._healthy, 30, "cluster_state:ok on every node with every replica in sync")

@@ -12,6 +12,7 @@ refused with CROSSSLOT or a blocked pipelined command if its keys spanned slots.
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import numpy as np
@@ -20,6 +21,9 @@ import redis
 from redis.cluster import ClusterNode as SyncClusterNode
 from redis.cluster import RedisCluster as SyncRedisCluster
 
+import grpc
+
+from cryptolens.v1 import fetch_pb2
 from services.alerts.engine import HISTORY_KEY, STATE_KEY, AlertEngine
 from services.alerts.leases import Lease
 from services.alerts.notify import Receiver
@@ -94,6 +98,63 @@ def test_services_answer_on_a_cluster_and_recover_from_a_killed_master(cluster, 
         wait_until(lambda: int(db.hget(meta_key, "version")) > version, 15, "Fetch writing to the promoted master")
         for name in ("fetch", "core", "alerts"):
             assert stack[name].proc.poll() is None, f"{name} died:\n{stack[name].log()[-2000:]}"
+    finally:
+        if calls is not None:
+            calls.close()
+        stack.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_whole_cluster_down_is_unavailable_then_back_from_its_aof(cluster, tmp_path):
+    """Every node killed -9, then restarted on its data: UNAVAILABLE meanwhile (never INTERNAL), an
+    open WatchBars stream pauses and goes on, and the data written before the kill is back."""
+    stack = Stack(cluster.url, tmp_path, extra_env={"CRYPTOLENS_REDIS_CHECK_S": "0.5"})
+    stack.add("fetch", "--provider", "simulated", "--refresh-s", "2", "--history-days", "30")
+    stack.add("core")
+    stack.add("alerts")
+    calls = None
+    try:
+        for name in ("fetch", "core", "alerts"):
+            stack[name].wait_serving(40)
+        calls = StackCalls(stack)
+        calls.until_all_ok(30)
+        received: list[float] = []
+        ended: list[grpc.StatusCode] = []
+
+        def watch():
+            try:
+                for _ in calls.fetch.WatchBars(fetch_pb2.WatchBarsRequest(symbols=["BTC-USD"], interval="1h"),
+                                               timeout=90):
+                    received.append(time.monotonic())
+            except grpc.RpcError as exc:
+                ended.append(exc.code())
+        threading.Thread(target=watch, daemon=True).start()
+        wait_until(lambda: received, 20, "a first WatchBars update")
+        db = sync_client(cluster)
+        meta_key = series_key("BTC-USD", "1h", "meta")
+        before_count = int(db.hget(meta_key, "count"))
+        db.close()
+        time.sleep(1.5)  # past appendfsync everysec
+
+        for node in cluster.nodes:
+            node.kill()
+        started = time.monotonic()
+        while time.monotonic() - started < 4:
+            for symbol in ("BTC-USD", "ETH-USD"):  # a cached answer and one Core must read
+                calls.all_ok(symbol)
+            time.sleep(0.2)
+        for node in cluster.nodes:
+            node.start()
+        restarted = time.monotonic()
+        wait_until(lambda: all(cluster._ok(n) for n in cluster.nodes), 30, "the cluster back from nodes.conf")
+        calls.until_all_ok(RECOVERY_BOUND_S)
+        wait_until(lambda: any(t > restarted for t in received), 20, "WatchBars going on after the outage")
+
+        assert calls.unexpected_codes() == {}
+        assert grpc.StatusCode.UNAVAILABLE in calls.codes["GetBars"]
+        assert ended == []  # the stream paused; it never ended with INTERNAL
+        db = sync_client(cluster)
+        assert int(db.hget(meta_key, "count")) >= before_count
     finally:
         if calls is not None:
             calls.close()

@@ -1,4 +1,4 @@
-"""Redis credentials and TLS, against a real redis-server.
+"""Redis credentials and TLS, against a real redis-server (and a Redis Cluster over TLS).
 
 TLS: a CA and a server certificate for 127.0.0.1 made by the test (openssl); the client trusts the
 server only with the CA file. Credentials: a password file and an ACL user; a wrong password makes
@@ -14,8 +14,11 @@ import pytest
 import redis.exceptions
 from grpc_health.v1 import health_pb2
 
+from services.common.bars import make_bars
 from services.common.redis_client import redis_client
 from tests.conftest import free_port, require_tool, wait_for_port
+from services.common.store import PriceStore
+from tests.integration.redis_topologies import LocalCluster
 from tests.integration.services import ServiceProcess
 
 PASSWORD = "right-horse-battery"
@@ -109,6 +112,28 @@ def test_a_service_reaches_redis_over_tls_with_a_password_file(tls_redis, certs,
         assert PASSWORD not in core.log()
     finally:
         core.stop()
+
+
+async def test_a_cluster_over_tls(tmp_path, certs):
+    cluster = LocalCluster(tmp_path / "cluster", replicas_per_master=0, tls=certs)
+    try:
+        cluster.start()
+        assert cluster.url.startswith("rediss+cluster://")
+        client = redis_client(cluster.url, ca_file=str(certs / "ca.pem"))
+        untrusted = redis_client(cluster.url)
+        try:
+            assert await client.ping()
+            store = PriceStore(client)
+            for symbol in ("BTC-USD", "ETH-USD", "SOL-USD"):  # slots on several masters
+                await store.write(symbol, "1h", make_bars([0, 3_600_000], [1, 2], [1, 2], [1, 2], [1, 2]), "test")
+            assert len(await store.list_series()) == 3
+            with pytest.raises(redis.exceptions.RedisClusterException, match="CERTIFICATE_VERIFY_FAILED"):
+                await untrusted.ping()
+        finally:
+            await client.aclose()
+            await untrusted.aclose()
+    finally:
+        cluster.stop()
 
 
 async def test_an_acl_user_from_the_url_or_the_settings(password_redis):
