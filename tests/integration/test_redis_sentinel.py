@@ -1,4 +1,5 @@
 """Fetch, Core and Alerts on a real Sentinel set: 1 master, 2 replicas, 3 sentinels, AOF every second.
+(and `cryptolens up --redis-url redis+sentinel://...`, which starts no Redis of its own)
 
 Every Redis requires a password, which the services read from ``CRYPTOLENS_REDIS_PASSWORD_FILE``
 (the URL has none). The services find the master through ``redis+sentinel://``; the master is
@@ -8,12 +9,21 @@ or UNAVAILABLE meanwhile, all OK again within a bound, nothing written a second 
 
 from __future__ import annotations
 
+import os
+import random
+import socket
+import subprocess
+import sys
 import time
 
+import grpc
 import pytest
+
+from cryptolens.v1 import core_pb2, core_pb2_grpc
 
 from services.alerts.engine import STATE_KEY
 from services.common.store import series_key
+from tests.conftest import ROOT
 from tests.integration.redis_topologies import LocalSentinel, StackCalls, wait_until
 from tests.integration.services import Stack
 
@@ -79,3 +89,51 @@ def test_services_follow_the_master_sentinel_promotes(sentinel, tmp_path):
         if calls is not None:
             calls.close()
         stack.stop()
+
+
+def _free_offset() -> int:
+    """A --port-offset whose seven ports (gRPC, metrics, UI) are all free on loopback."""
+    for _ in range(50):
+        offset = random.randrange(2000, 9000)
+        ports = [p + offset for p in (50051, 50052, 50053, 9101, 9102, 9103, 8501)]
+        try:
+            for port in ports:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return offset
+    raise RuntimeError("no free --port-offset")
+
+
+@pytest.mark.timeout(120)
+def test_cryptolens_up_uses_the_sentinel_set(sentinel, tmp_path):
+    password_file = tmp_path / "redis-password"
+    password_file.write_text(PASSWORD)
+    offset = _free_offset()
+    log_path = tmp_path / "up.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--redis-url", sentinel.url, "--no-ui",
+                                 "--provider", "simulated", "--history-days", "10", "--port-offset", str(offset),
+                                 "--data-dir", str(tmp_path / "data")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                     "CRYPTOLENS_REDIS_PASSWORD_FILE": str(password_file)})
+        try:
+            wait_until(lambda: "CryptoLens is up." in log_path.read_text() or proc.poll() is not None, 60,
+                       "cryptolens up")
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            with grpc.insecure_channel(f"127.0.0.1:{50052 + offset}") as channel:
+                stats = core_pb2_grpc.CoreServiceStub(channel).GetStats(
+                    core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1h", lookback="3d"), timeout=30)
+            assert stats.count > 0
+            with sentinel.master().client() as db:  # the data is on the Sentinel's master
+                assert db.hget(series_key("BTC-USD", "1h", "meta"), "count") is not None
+            assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())  # no Redis of its own
+            assert PASSWORD not in log_path.read_text()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
