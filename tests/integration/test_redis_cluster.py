@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 import pytest
-import redis
 from redis.cluster import ClusterNode as SyncClusterNode
 from redis.cluster import RedisCluster as SyncRedisCluster
 
@@ -205,10 +204,3 @@ async def test_every_multi_key_operation_is_accepted_by_a_cluster(cluster):
     finally:
         await client.aclose()
 
-
-def test_a_cluster_url_needs_host_ports():
-    with pytest.raises(ValueError, match="host:port"):
-        redis_client("redis+cluster://")
-    with pytest.raises(ValueError, match="master's name"):
-        redis_client("redis+sentinel://127.0.0.1:26379")
-    assert isinstance(redis_client("redis://127.0.0.1:6379/0"), redis.asyncio.Redis)
