@@ -70,7 +70,7 @@ class Node:
             self.proc = None
 
     def client(self) -> redis.Redis:
-        password = self.password if self.sentinel_conf is None else None
+        password = self.password
         tls = {"ssl": True, "ssl_ca_certs": str(self.tls / "ca.pem")} if self.tls else {}
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, password=password or None, **tls)
 
@@ -172,13 +172,14 @@ class LocalCluster:
 
 class LocalSentinel:
     """One master, two replicas and three sentinels (quorum 2); a master down 1 s is failed over.
-    With ``password`` every Redis requires it (the sentinels themselves do not)."""
+    With ``password`` every Redis requires it; with ``sentinel_password`` the sentinels require theirs."""
 
     MASTER = "cryptolens"
 
-    def __init__(self, tmp: Path, password: str = ""):
+    def __init__(self, tmp: Path, password: str = "", sentinel_password: str = ""):
         self.tmp = tmp
         self.password = password
+        self.sentinel_password = sentinel_password
         self.servers: list[Node] = []
         self.sentinels: list[Node] = []
 
@@ -196,9 +197,12 @@ class LocalSentinel:
                 + (f"sentinel auth-pass {self.MASTER} {self.password}\n" if self.password else "")
                 + f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
                 f"sentinel failover-timeout {self.MASTER} 5000\n"
-                f"sentinel parallel-syncs {self.MASTER} 1\n")
+                f"sentinel parallel-syncs {self.MASTER} 1\n"
+                + (f"requirepass {self.sentinel_password}\nsentinel sentinel-pass {self.sentinel_password}\n"
+                   if self.sentinel_password else ""))
         for i in range(3):
-            self.sentinels.append(Node(self.tmp, f"sentinel{i}", sentinel_conf=conf).start())
+            self.sentinels.append(Node(self.tmp, f"sentinel{i}", sentinel_conf=conf,
+                                       password=self.sentinel_password).start())
         wait_until(self._ready, 30, "replicas in sync and every sentinel seeing 2 replicas and 2 other sentinels")
         return self
 

@@ -1,10 +1,11 @@
-"""Fetch, Core and Alerts on a real Sentinel set: 1 master, 2 replicas, 3 sentinels, AOF every second.
-(and `cryptolens up --redis-url redis+sentinel://...`, which starts no Redis of its own)
+"""Fetch, Core and Alerts on a real Sentinel set: 1 master, 2 replicas, 3 sentinels, AOF every second
+(and `cryptolens up --redis-url redis+sentinel://...`, which starts no Redis of its own).
 
-Every Redis requires a password, which the services read from ``CRYPTOLENS_REDIS_PASSWORD_FILE``
-(the URL has none). The services find the master through ``redis+sentinel://``; the master is
-killed with -9, the sentinels promote a replica, and the services reconnect to it: calls answer OK
-or UNAVAILABLE meanwhile, all OK again within a bound, nothing written a second before the kill lost.
+Every Redis requires a password and the sentinels another, which the services read from
+``CRYPTOLENS_REDIS_PASSWORD_FILE`` and ``CRYPTOLENS_REDIS_SENTINEL_PASSWORD_FILE`` (the URL has
+none). The services find the master through ``redis+sentinel://``; the master is killed with -9,
+the sentinels promote a replica, and the services reconnect to it: calls answer OK or UNAVAILABLE
+meanwhile, all OK again within a bound, nothing written a second before the kill lost.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from tests.conftest import ROOT
 from tests.integration.redis_topologies import LocalSentinel, StackCalls, wait_until
 from tests.integration.services import Stack
 
-PASSWORD = "s3ntinel-test-pw"
+PASSWORD = "s3rver-test-pw"
+SENTINEL_PASSWORD = "s3ntinel-test-pw"
 RECOVERY_BOUND_S = 20  # failover done → every call OK again
 
 
 @pytest.fixture
 def sentinel(tmp_path):
-    topology = LocalSentinel(tmp_path / "sentinel", password=PASSWORD)
+    topology = LocalSentinel(tmp_path / "sentinel", password=PASSWORD, sentinel_password=SENTINEL_PASSWORD)
     try:
         yield topology.start()
     finally:
@@ -42,10 +44,12 @@ def sentinel(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_services_follow_the_master_sentinel_promotes(sentinel, tmp_path):
-    password_file = tmp_path / "redis-password"
+    password_file, sentinel_file = tmp_path / "redis-password", tmp_path / "sentinel-password"
     password_file.write_text(PASSWORD + "\n")
+    sentinel_file.write_text(SENTINEL_PASSWORD + "\n")
     stack = Stack(sentinel.url, tmp_path, extra_env={"CRYPTOLENS_REDIS_CHECK_S": "0.5",
-                                                     "CRYPTOLENS_REDIS_PASSWORD_FILE": str(password_file)})
+                                                     "CRYPTOLENS_REDIS_PASSWORD_FILE": str(password_file),
+                                                     "CRYPTOLENS_REDIS_SENTINEL_PASSWORD_FILE": str(sentinel_file)})
     stack.add("fetch", "--provider", "simulated", "--refresh-s", "2", "--history-days", "30")
     stack.add("core")
     stack.add("alerts")
@@ -84,7 +88,7 @@ def test_services_follow_the_master_sentinel_promotes(sentinel, tmp_path):
             wait_until(lambda: int(db.hget(meta_key, "version")) > version, 15, "Fetch writing to the new master")
         for name in ("fetch", "core", "alerts"):
             assert stack[name].proc.poll() is None, f"{name} died:\n{stack[name].log()[-2000:]}"
-            assert PASSWORD not in stack[name].log()
+            assert PASSWORD not in stack[name].log() and SENTINEL_PASSWORD not in stack[name].log()
     finally:
         if calls is not None:
             calls.close()
@@ -108,8 +112,9 @@ def _free_offset() -> int:
 
 @pytest.mark.timeout(120)
 def test_cryptolens_up_uses_the_sentinel_set(sentinel, tmp_path):
-    password_file = tmp_path / "redis-password"
+    password_file, sentinel_file = tmp_path / "redis-password", tmp_path / "sentinel-password"
     password_file.write_text(PASSWORD)
+    sentinel_file.write_text(SENTINEL_PASSWORD)
     offset = _free_offset()
     log_path = tmp_path / "up.log"
     with open(log_path, "w") as log:
@@ -117,7 +122,8 @@ def test_cryptolens_up_uses_the_sentinel_set(sentinel, tmp_path):
                                  "--provider", "simulated", "--history-days", "10", "--port-offset", str(offset),
                                  "--data-dir", str(tmp_path / "data")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1",
-                                     "CRYPTOLENS_REDIS_PASSWORD_FILE": str(password_file)})
+                                     "CRYPTOLENS_REDIS_PASSWORD_FILE": str(password_file),
+                                     "CRYPTOLENS_REDIS_SENTINEL_PASSWORD_FILE": str(sentinel_file)})
         try:
             wait_until(lambda: "CryptoLens is up." in log_path.read_text() or proc.poll() is not None, 60,
                        "cryptolens up")
@@ -129,7 +135,7 @@ def test_cryptolens_up_uses_the_sentinel_set(sentinel, tmp_path):
             with sentinel.master().client() as db:  # the data is on the Sentinel's master
                 assert db.hget(series_key("BTC-USD", "1h", "meta"), "count") is not None
             assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())  # no Redis of its own
-            assert PASSWORD not in log_path.read_text()
+            assert PASSWORD not in log_path.read_text() and SENTINEL_PASSWORD not in log_path.read_text()
         finally:
             proc.terminate()
             try:
