@@ -23,8 +23,10 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import (AuthenticationError, ClusterDownError, ConnectionError, RedisClusterException,
-                              ResponseError, SlotNotCoveredError, TimeoutError, TryAgainError)
+from redis.exceptions import AuthenticationError, ClusterDownError, RedisClusterException, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import SlotNotCoveredError, TryAgainError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("cryptolens.redis")
 
@@ -89,7 +91,7 @@ def redis_client(url: str, username: str = "", password: str = "", ca_file: str 
 
 
 # Redis away (a node down, a cluster failing over, no master yet): retryable, never a bug.
-OUTAGES = (ConnectionError, TimeoutError, ClusterDownError, TryAgainError, SlotNotCoveredError)
+OUTAGES = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError, SlotNotCoveredError)
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -113,8 +115,8 @@ class Reachability:
     async def ping(self) -> bool:
         try:
             up = bool(await self.client.ping())
-        except (AuthenticationError, ResponseError) as exc:
-            if not _is_auth_error(exc):
+        except Exception as exc:  # noqa: BLE001 - told apart below, then raised on
+            if not (_is_auth_error(exc) or _is_auth_error(exc.__cause__)):  # a cluster client wraps it
                 raise
             if not self._refused:
                 self._refused = True
@@ -126,7 +128,7 @@ class Reachability:
         return up
 
 
-def _is_auth_error(exc: Exception) -> bool:
+def _is_auth_error(exc: BaseException | None) -> bool:
     if isinstance(exc, AuthenticationError):
         return True
-    return str(exc).split(" ", 1)[0] in ("NOAUTH", "WRONGPASS", "NOPERM")
+    return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in ("NOAUTH", "WRONGPASS", "NOPERM")

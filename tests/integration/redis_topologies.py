@@ -7,6 +7,7 @@ lands in the ephemeral range). ``stop()`` kills whatever is still running.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -93,9 +94,11 @@ class LocalCluster:
     """Three masters and three replicas; a node unreachable for 1 s is failed over. With ``tls`` (a
     folder holding ca.pem, server.pem, server.key) clients, the cluster bus and replication use TLS."""
 
-    def __init__(self, tmp: Path, masters: int = 3, replicas_per_master: int = 1, tls: Path | None = None):
+    def __init__(self, tmp: Path, masters: int = 3, replicas_per_master: int = 1, tls: Path | None = None,
+                 password: str = ""):
         self.tmp = tmp
         self.tls = tls
+        self.password = password
         self.nodes: list[Node] = []
         self.masters = masters
         self.replicas = replicas_per_master
@@ -110,11 +113,12 @@ class LocalCluster:
         for i in range(self.masters * (1 + self.replicas)):
             self.nodes.append(Node(self.tmp, f"node{i}", "--cluster-enabled", "yes",
                                    "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port()),
-                                   "--cluster-node-timeout", "1000", tls=self.tls).start())
+                                   "--cluster-node-timeout", "1000", tls=self.tls, password=self.password).start())
         tls = ["--tls", "--cacert", str(self.tls / "ca.pem")] if self.tls else []
         subprocess.run(["redis-cli", *tls, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
                         "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-                       check=True, capture_output=True, timeout=30)
+                       check=True, capture_output=True, timeout=30,
+                       env={**os.environ, "REDISCLI_AUTH": self.password} if self.password else None)
         wait_until(self._healthy, 30, "cluster_state:ok on every node with every replica in sync")
         return self
 

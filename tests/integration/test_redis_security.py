@@ -15,7 +15,7 @@ import redis.exceptions
 from grpc_health.v1 import health_pb2
 
 from services.common.bars import make_bars
-from services.common.redis_client import redis_client
+from services.common.redis_client import Reachability, redis_client
 from tests.conftest import free_port, require_tool, wait_for_port
 from services.common.store import PriceStore
 from tests.integration.redis_topologies import LocalCluster
@@ -171,3 +171,23 @@ def test_a_wrong_password_is_logged_once_and_never_shown(password_redis, tmp_pat
         assert WRONG not in log and PASSWORD not in log
     finally:
         core.stop()
+
+
+async def test_a_wrong_cluster_password_is_logged_once(tmp_path, caplog):
+    cluster = LocalCluster(tmp_path / "cluster", replicas_per_master=0, password=PASSWORD)
+    try:
+        cluster.start()
+        wrong = Reachability(redis_client(cluster.url, password=WRONG))
+        right = Reachability(redis_client(cluster.url, password=PASSWORD))
+        try:
+            for _ in range(3):
+                with pytest.raises(redis.exceptions.RedisClusterException):
+                    await wrong.ping()
+            assert await right.ping()
+        finally:
+            await wrong.client.aclose()
+            await right.client.aclose()
+        refused = [r for r in caplog.records if "refused our credentials" in r.getMessage()]
+        assert len(refused) == 1 and WRONG not in caplog.text and PASSWORD not in caplog.text
+    finally:
+        cluster.stop()
