@@ -27,7 +27,7 @@ from services.common.config import ServiceSettings
 from services.common import reflection as documented_reflection
 from services.common.errors import InvalidArgument, ServiceError, cap_message
 from services.common.logs import setup_logging
-from services.common import redis_client as redis_clients
+from services.common.redis_client import Reachability, from_settings, is_outage
 from services.common.redis_client import redis_client  # noqa: F401 - re-exported for tests and tools
 
 log = logging.getLogger("cryptolens.runtime")
@@ -55,7 +55,7 @@ class StartupError(RuntimeError):
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, ServiceError):
         return exc.code, cap_message(exc.message)
-    if redis_clients.is_outage(exc):
+    if is_outage(exc):
         return grpc.StatusCode.UNAVAILABLE, cap_message(f"Redis is unavailable ({exc}); retry shortly")
     if isinstance(exc, asyncio.TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, "a dependency did not answer in time"
@@ -225,7 +225,7 @@ class ServiceRuntime:
         self.settings = settings
         self.service = service
         self.redis = redis_client
-        self._reachability = redis_clients.Reachability(redis_client)
+        self._reachability = Reachability(redis_client)
         self.health = health.aio.HealthServicer()
         self.redis_up = False
         self.port = 0
@@ -375,7 +375,7 @@ class ConfigurationError(ValueError):
 
 
 async def _serve(settings: ServiceSettings, build: Callable[[ServiceSettings, aioredis.Redis], Service]) -> None:
-    client = redis_clients.from_settings(settings)
+    client = from_settings(settings)
     try:
         service = build(settings, client)
     except (ValueError, OSError) as exc:
