@@ -52,7 +52,7 @@ def sync_client(cluster: LocalCluster) -> SyncRedisCluster:
                             socket_timeout=2)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(90)
 def test_services_answer_on_a_cluster_and_recover_from_a_killed_master(cluster, tmp_path):
     stack = Stack(cluster.url, tmp_path, extra_env={"CRYPTOLENS_REDIS_CHECK_S": "0.5"})
     stack.add("fetch", "--provider", "simulated", "--refresh-s", "2", "--history-days", "30")
@@ -103,7 +103,7 @@ def test_services_answer_on_a_cluster_and_recover_from_a_killed_master(cluster, 
         stack.stop()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(90)
 def test_a_whole_cluster_down_is_unavailable_then_back_from_its_aof(cluster, tmp_path):
     """Every node killed -9, then restarted on its data: UNAVAILABLE meanwhile (never INTERNAL), an
     open WatchBars stream pauses and goes on, and the data written before the kill is back."""

@@ -42,7 +42,7 @@ def sentinel(tmp_path):
         topology.stop()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(90)
 def test_services_follow_the_master_sentinel_promotes(sentinel, tmp_path):
     password_file, sentinel_file = tmp_path / "redis-password", tmp_path / "sentinel-password"
     password_file.write_text(PASSWORD + "\n")
@@ -110,7 +110,7 @@ def _free_offset() -> int:
     raise RuntimeError("no free --port-offset")
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(90)
 def test_cryptolens_up_uses_the_sentinel_set(sentinel, tmp_path):
     password_file, sentinel_file = tmp_path / "redis-password", tmp_path / "sentinel-password"
     password_file.write_text(PASSWORD)
