@@ -161,9 +161,6 @@ class PriceStore:
         ids = [int(chunk_ids[s]) for s in starts]
         keys = [series_key(symbol, interval, f"c:{cid}") for cid in ids]
         first_new, last_new = int(bars["ts"][0]), int(bars["ts"][-1])
-        # Listed before the series exists: list_series skips a name without meta, so a writer that
-        # dies between the two commands leaves no series unlisted (the set is another cluster slot).
-        await self.redis.sadd(SERIES_SET, f"{symbol}|{interval}")
 
         for _ in range(_WRITE_RETRIES):
             async with self.redis.pipeline(transaction=True) as tx:
@@ -179,6 +176,9 @@ class PriceStore:
                 exists = meta[5] is not None
                 replace = exists and origin is not None and stored_origin != origin
                 effective_origin = origin if origin is not None else (stored_origin or source)
+                if not exists:  # listed before it exists (another cluster slot, so not in the transaction):
+                    # list_series skips a name without meta, and a writer dying in between leaves none unlisted
+                    await self.redis.sadd(SERIES_SET, f"{symbol}|{interval}")
                 tx.multi()
                 if replace:
                     tx.delete(idx_key, *(series_key(symbol, interval, f"c:{int(c)}") for c in old_ids))
