@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # System tools the tests use for real: redis-server, chromium (UI), promtool/prometheus (scraping, rules).
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null || need+=(redis-tools)  # creates the Redis Cluster of test_redis_cluster.py
+command -v openssl >/dev/null || need+=(openssl)        # the CA of the Redis TLS tests
 command -v chromium >/dev/null || need+=(chromium)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)

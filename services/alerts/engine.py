@@ -127,7 +127,6 @@ class AlertEngine:
         self.file_rules: dict[str, Rule] = {}
         self._file_mtime: float | None = None
         self._lock = asyncio.Lock()
-        self._commit = redis.register_script(_COMMIT)
         self._unjudged_summary = ""  # last "not judged" line logged: one line per change, not one per tick
 
     # --- rules ---------------------------------------------------------------------------
@@ -356,8 +355,8 @@ class AlertEngine:
                 args, events = self._event_args(changes, interval)
                 recorded.append(events)
                 body = "" if new is None else json.dumps(new.to_dict())
-                await self._commit(keys=keys, args=[f, rev, body, self.history_limit, len(changes), *args],
-                                   client=pipe)
+                # EVAL, not a registered script: a Redis Cluster client refuses EVALSHA in a pipeline.
+                pipe.eval(_COMMIT, len(keys), *keys, f, rev, body, self.history_limit, len(changes), *args)
             results = await pipe.execute()
         lost, events_out = [], []
         for (f, _, changes, _, _), result, events in zip(items, results, recorded):

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from services.common.errors import InvalidArgument, short
 from services.common.intervals import check_interval, check_symbol
+from services.common.redis_client import check_url
 
 ENV_PREFIX = "CRYPTOLENS_"
 
@@ -79,12 +80,6 @@ def _log_level(value: str) -> str:
     return value.upper()
 
 
-def _redis_url(value: str) -> str:
-    if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
-    return value
-
-
 @dataclass
 class ServiceSettings:
     """Settings every gRPC service shares."""
@@ -92,7 +87,14 @@ class ServiceSettings:
     host: str = setting("0.0.0.0", "address the gRPC and metrics servers bind to")
     grpc_port: int = setting(0, "gRPC port (0: the service's default)", port)
     metrics_port: int = setting(0, "Prometheus /metrics port (0: the service's default)", port)
-    redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis URL", _redis_url)
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis URL: redis:// or rediss:// (one Redis), "
+                             "redis+cluster://h:p,h:p (a Cluster), redis+sentinel://h:p,h:p/master (Sentinel)",
+                             check_url)
+    redis_username: str = setting("", "Redis ACL user (instead of the URL's)")
+    redis_password: str = setting("", "Redis password (instead of the URL's; best from a file: "
+                                  "CRYPTOLENS_REDIS_PASSWORD_FILE)")
+    redis_ca_file: str = setting("", "CA certificate file that signs the Redis servers' TLS certificates")
+    redis_sentinel_password: str = setting("", "password of the Sentinels themselves, if they require one")
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR", _log_level)
     grace_s: float = setting(5.0, "seconds in-flight calls get on shutdown", positive)
     redis_check_s: float = setting(2.0, "seconds between Redis health checks", positive)

@@ -13,8 +13,8 @@ import logging
 from typing import AsyncIterator
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from services.common.redis_client import is_outage
 
 log = logging.getLogger("cryptolens.events")
 
@@ -51,7 +51,9 @@ async def read_stream(redis: aioredis.Redis, key: str, after_id: str, count: int
     while True:
         try:
             replies = await redis.xread({key: cursor}, count=count, block=block_ms)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - an outage pauses the stream, anything else ends it
+            if not (is_outage(exc) or isinstance(exc, OSError)):
+                raise
             if not down:
                 log.warning("Redis unavailable: stream paused, will resume", extra={"stream": key, "error": str(exc)})
                 down = True

@@ -16,6 +16,7 @@ import time
 import redis.exceptions
 
 from services.common.errors import Unavailable
+from services.common.redis_client import is_outage
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 # A dependency that is down (Redis, a peer service, a provider): an outage, not a bug.
@@ -40,7 +41,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            if isinstance(exc, _OUTAGES):
+            if isinstance(exc, _OUTAGES) or is_outage(exc):
                 entry["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())
             else:
                 entry["exc"] = self.formatException(record.exc_info)

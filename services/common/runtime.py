@@ -19,9 +19,6 @@ from typing import AsyncIterator, Callable, Iterable, Protocol
 
 import grpc
 import redis.asyncio as aioredis
-import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -30,7 +27,8 @@ from services.common.config import ServiceSettings
 from services.common import reflection as documented_reflection
 from services.common.errors import InvalidArgument, ServiceError, cap_message
 from services.common.logs import setup_logging
-from services.common.redis_metrics import CountingRedis
+from services.common.redis_client import Reachability, from_settings, is_outage
+from services.common.redis_client import redis_client  # noqa: F401 - re-exported for tests and tools
 
 log = logging.getLogger("cryptolens.runtime")
 
@@ -62,7 +60,7 @@ class StartupError(RuntimeError):
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, ServiceError):
         return exc.code, cap_message(exc.message)
-    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+    if is_outage(exc):
         return grpc.StatusCode.UNAVAILABLE, cap_message(f"Redis is unavailable ({exc}); retry shortly")
     if isinstance(exc, asyncio.TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, "a dependency did not answer in time"
@@ -233,6 +231,7 @@ class ServiceRuntime:
         self.settings = settings
         self.service = service
         self.redis = redis_client
+        self._reachability = Reachability(redis_client)
         self.health = health.aio.HealthServicer()
         self.redis_up = False
         self.port = 0
@@ -299,7 +298,7 @@ class ServiceRuntime:
         first = True
         while True:
             try:
-                up = bool(await asyncio.wait_for(self.redis.ping(), timeout=self.settings.redis_check_s))
+                up = await asyncio.wait_for(self._reachability.ping(), timeout=self.settings.redis_check_s)
             except Exception:  # noqa: BLE001 - any failure means "not reachable"
                 up = False
             if first and not up:
@@ -377,20 +376,12 @@ def _check_port_free(host: str, port: int) -> None:
             raise StartupError(f"gRPC port {host}:{port} is unavailable: {exc.strerror}") from None
 
 
-def redis_client(url: str) -> aioredis.Redis:
-    # One immediate retry on a broken connection: after Redis restarts, every pooled connection is
-    # dead, and a command sent on one never reached the new server, so sending it again is safe.
-    # Timeouts are not retried (the command may have run).
-    return CountingRedis.from_url(url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=15,
-                                  retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError])
-
-
 class ConfigurationError(ValueError):
     """The service cannot be built from its settings (a missing file, a bad value): exit 2."""
 
 
 async def _serve(settings: ServiceSettings, build: Callable[[ServiceSettings, aioredis.Redis], Service]) -> None:
-    client = redis_client(settings.redis_url)
+    client = from_settings(settings)
     try:
         service = build(settings, client)
     except (ValueError, OSError) as exc:

@@ -15,7 +15,9 @@ A chunk holds the bars whose open time falls in [chunk * span, (chunk + 1) * spa
 span = CHUNK_BARS bars of the interval, so a year of 1-minute bars is ~64 chunks and all daily
 history fits in one. Columns are separate fields so Core reads only ``ts`` and ``close``.
 Every write is one MULTI/EXEC guarded by WATCH on the meta key: a page is stored whole or
-not at all, and the version changes on every write. A series has one origin (``live``,
+not at all, and the version changes on every write. That transaction touches only the series' own
+keys (one hash tag, so one cluster slot); the keys shared by all series (``series``, ``used``,
+``updates:log``) are written in their own commands around it, never inside it. A series has one origin (``live``,
 ``simulated``, ``csv:<hash>``): a write of another origin replaces the series in the same
 transaction instead of merging into it.
 """
@@ -174,6 +176,9 @@ class PriceStore:
                 exists = meta[5] is not None
                 replace = exists and origin is not None and stored_origin != origin
                 effective_origin = origin if origin is not None else (stored_origin or source)
+                if not exists:  # listed before it exists (another cluster slot, so not in the transaction):
+                    # list_series skips a name without meta, and a writer dying in between leaves none unlisted
+                    await self.redis.sadd(SERIES_SET, f"{symbol}|{interval}")
                 tx.multi()
                 if replace:
                     tx.delete(idx_key, *(series_key(symbol, interval, f"c:{int(c)}") for c in old_ids))
@@ -200,12 +205,11 @@ class PriceStore:
                                            "origin": effective_origin, "provenance": json.dumps(ranges),
                                            "updated": int(time.time() * 1000)})
                 tx.hincrby(meta_key, "version", 1)
-                tx.sadd(SERIES_SET, f"{symbol}|{interval}")
                 try:
                     results = await tx.execute()
                 except WatchError:
                     continue  # another writer got in between: re-read and merge again
-            version = int(results[-2])
+            version = int(results[-1])
             await self._announce({"symbol": symbol, "interval": interval, "version": version, "source": source,
                                   "first": first_new, "last": last_new, "bars": len(bars),
                                   "origin": effective_origin, "replaced": replace})
@@ -217,11 +221,11 @@ class PriceStore:
 
         Sent after the write's EXEC: the stream is one key for all series, so it cannot share the
         series' cluster slot. A process dying between EXEC and this call loses the event, not the bars.
+        Two commands, not a pipeline: a Redis Cluster client refuses PUBLISH inside one.
         """
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(UPDATES_LOG, {"event": json.dumps(event)}, maxlen=UPDATES_LOG_LEN, approximate=True)
-            pipe.publish(UPDATES_CHANNEL, json.dumps(event))
-            await pipe.execute()
+        body = json.dumps(event)
+        await self.redis.xadd(UPDATES_LOG, {"event": body}, maxlen=UPDATES_LOG_LEN, approximate=True)
+        await self.redis.publish(UPDATES_CHANNEL, body)
 
     async def read(
         self,

@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cryptolens.v1 import fetch_pb2, fetch_pb2_grpc
 from services.common.bars import find_gaps
@@ -24,6 +22,7 @@ from services.common.events import last_id, read_stream
 from services.common.freshness import freshness_pb
 from services.common.intervals import check_interval, check_symbol, interval_ms, resolve_window
 from services.common.limits import DEFAULT_PAGE_BARS, MAX_FUTURE_MS, MAX_PAGE_BARS, MAX_WINDOW_BARS
+from services.common.redis_client import is_outage
 from services.common.store import UPDATES_LOG, PriceStore, SeriesInfo
 from services.fetch.ingest import Ingestor
 from services.fetch.lease import Leases
@@ -313,6 +312,8 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
         while True:
             try:
                 return await call()
-            except (RedisConnectionError, RedisTimeoutError, OSError):
+            except Exception as exc:  # noqa: BLE001 - an outage is waited out, anything else ends the stream
+                if not (is_outage(exc) or isinstance(exc, OSError)):
+                    raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -46,6 +46,18 @@ true
 {{- .Values.redis.auth.existingSecret | default (printf "%s-redis" (include "cryptolens.fullname" .)) -}}
 {{- end -}}
 
+{{/* The external Redis' Secrets apart from the URL, by file name (each file a *_FILE setting). */}}
+{{- define "cryptolens.externalRedisSecrets" -}}
+{{- $r := .Values.externalRedis -}}
+{{- if not (include "cryptolens.bundledRedis" .) }}
+{{- range $file, $ref := dict "redis-password" $r.passwordSecret "redis-ca.crt" $r.caSecret "redis-sentinel-password" $r.sentinelPasswordSecret }}
+{{- if $ref.name }}
+{{ $file }}: {{ toJson $ref }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* Where CRYPTOLENS_* files from Secrets are mounted. */}}
 {{- define "cryptolens.secretsDir" -}}/etc/cryptolens-secrets{{- end -}}
 
@@ -63,6 +75,11 @@ after its setting. Call with (dict "root" $ "component" "fetch"); empty when the
 - secret:
     name: {{ include "cryptolens.redisSecretName" .root }}
     items: [{key: redis-url, path: redis-url}]
+{{- end }}
+{{- range $file, $ref := (include "cryptolens.externalRedisSecrets" .root | fromYaml) }}
+- secret:
+    name: {{ $ref.name }}
+    items: [{key: {{ $ref.key }}, path: {{ $file }}}]
 {{- end }}
 {{- if and (eq .component "fetch") $v.config.coingeckoApiKeySecret.name }}
 - secret:
@@ -150,6 +167,18 @@ Environment only gRPC components read; every secret is a *_FILE naming a file of
 {{- $_ := include "cryptolens.bundledRedis" .root }}{{/* fails when there is no Redis at all */}}
 - name: CRYPTOLENS_REDIS_URL_FILE
   value: {{ $dir }}/redis-url
+{{- end }}
+{{- range $file, $_ := (include "cryptolens.externalRedisSecrets" .root | fromYaml) }}
+{{- if eq $file "redis-ca.crt" }}{{/* the setting is the CA file's path itself */}}
+- name: CRYPTOLENS_REDIS_CA_FILE
+{{- else }}
+- name: CRYPTOLENS_{{ $file | upper | replace "-" "_" }}_FILE
+{{- end }}
+  value: {{ $dir }}/{{ $file }}
+{{- end }}
+{{- if and $v.externalRedis.username (not (include "cryptolens.bundledRedis" .root)) }}
+- name: CRYPTOLENS_REDIS_USERNAME
+  value: {{ $v.externalRedis.username | quote }}
 {{- end }}
 {{- if eq .component "fetch" }}
 - name: CRYPTOLENS_PROVIDER
