@@ -41,7 +41,8 @@ _TIMEOUTS = {"socket_timeout": 3, "socket_connect_timeout": 2, "health_check_int
 # One immediate retry on a broken connection: after Redis restarts (or a Sentinel failover), every
 # pooled connection is dead, and a command sent on one never reached the new server, so sending it
 # again is safe. Timeouts are not retried (the command may have run).
-_RETRY = {"retry": Retry(NoBackoff(), 1), "retry_on_error": [RedisConnectionError]}
+def _retry() -> dict:
+    return {"retry": Retry(NoBackoff(), 1), "retry_on_error": [RedisConnectionError]}
 
 
 def check_url(value: str) -> str:
@@ -83,7 +84,7 @@ def redis_client(url: str, username: str = "", password: str = "", ca_file: str 
     auth = {"username": username or None, "password": password or None}
     if "+" not in scheme:  # the URL's own credentials would override ours: they are passed apart
         bare = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
-        return CountingRedis.from_url(bare, **_TIMEOUTS, **_RETRY, **auth, **tls_options)
+        return CountingRedis.from_url(bare, **_TIMEOUTS, **_retry(), **auth, **tls_options)
     if tls:
         tls_options["ssl"] = True
     if scheme.endswith("+cluster"):
@@ -95,7 +96,7 @@ def redis_client(url: str, username: str = "", password: str = "", ca_file: str 
     if sentinel_password:
         sentinel_options["password"] = sentinel_password
     sentinel = Sentinel(_hosts(parts), sentinel_kwargs=sentinel_options, **_TIMEOUTS, **tls_options)
-    return sentinel.master_for(path[0], redis_class=CountingRedis, db=db, **_RETRY, **auth)
+    return sentinel.master_for(path[0], redis_class=CountingRedis, db=db, **_retry(), **auth)
 
 
 # Redis away (a node down, a cluster failing over, no master yet): retryable, never a bug.
