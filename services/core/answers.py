@@ -33,13 +33,19 @@ def _set_finite(message, names, values: dict) -> None:
 def stats(symbol: str, interval: str, ts: np.ndarray, close: np.ndarray, rf: float, benchmark: str,
           bench_ts: np.ndarray | None, bench_close: np.ndarray | None, version: int,
           source: str) -> core_pb2.GetStatsResponse:
-    ppy = periods_per_year(interval)
-    values = analytics.compute_stats(ts, close, ppy, rf, bench_ts, bench_close)
+    values = analytics.compute_stats(ts, close, periods_per_year(interval), rf, bench_ts, bench_close)
+    values["gaps"] = find_gaps(ts, interval_ms(interval))
+    return stats_response(symbol, interval, benchmark, values, int(ts[0]), int(ts[-1]), version, source)
+
+
+def stats_response(symbol: str, interval: str, benchmark: str, values: dict, start_ms: int, end_ms: int,
+                   version: int, source: str) -> core_pb2.GetStatsResponse:
+    """The response for a metric dict (``analytics.compute_stats``'s, plus the window's ``gaps``)."""
     step = interval_ms(interval)
     response = core_pb2.GetStatsResponse(
-        symbol=symbol, interval=interval, periods_per_year=ppy, data_version=version, source=source,
-        as_of=to_timestamp(now_ms()), benchmark=benchmark, start=to_timestamp(ts[0]), end=to_timestamp(ts[-1]),
-        count=int(values["count"]), gaps=gaps_to_pb(find_gaps(ts, step), step))
+        symbol=symbol, interval=interval, periods_per_year=periods_per_year(interval), data_version=version,
+        source=source, as_of=to_timestamp(now_ms()), benchmark=benchmark, start=to_timestamp(start_ms),
+        end=to_timestamp(end_ms), count=int(values["count"]), gaps=gaps_to_pb(values["gaps"], step))
     _set_finite(response, _STATS, values)
     for name, field in (("max_drawdown_ts", "max_drawdown_time"), ("worst_return_ts", "worst_return_time")):
         if values.get(name) is not None:

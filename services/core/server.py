@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import weakref
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +34,7 @@ from services.common.series import Series, SeriesSource, SeriesState
 from services.common.store import PriceStore
 from services.core import answers, forecast_answer, forecast_live
 from services.core.result_cache import ResultCache, request_digest
+from services.core.window_stats import WindowStats, stats_values
 from services.core.windows import WindowSpec
 
 log = logging.getLogger("cryptolens.core")
@@ -41,6 +44,7 @@ MB = 1024 * 1024
 MAX_SYMBOLS = 50  # per GetCorrelation / GetPortfolioRisk request
 
 SERIES_CACHE_BYTES = Gauge("cryptolens_core_series_cache_bytes", "Bytes of decoded price arrays held in memory")
+KEPT_STATS_BYTES = Gauge("cryptolens_core_kept_stats_bytes", "Bytes of GetStats windows kept for incremental updates")
 
 
 @dataclass
@@ -49,6 +53,7 @@ class CoreSettings(ServiceSettings):
     fetch_timeout_s: float = setting(30.0, "deadline of fetch-through calls to the Fetch service", positive)
     series_cache_mb: int = setting(128, "memory for decoded price arrays, in MB", positive)
     result_cache_mb: int = setting(32, "memory for cached answers, in MB", positive)
+    kept_stats_mb: int = setting(64, "memory for GetStats windows kept to update bar by bar, in MB", positive)
     compute_threads: int = setting(2, "worker threads for analytics (off the event loop)", positive)
 
     service_name = "core"
@@ -80,6 +85,9 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
                                    settings.series_cache_mb * MB)
         self.results = ResultCache(settings.result_cache_mb * MB)
         self._pool = ThreadPoolExecutor(settings.compute_threads, thread_name_prefix="core-compute")
+        # GetStats windows kept per (symbol, interval, window spec), least recently used out.
+        self._kept: OrderedDict[tuple, WindowStats] = OrderedDict()
+        self._kept_locks: weakref.WeakValueDictionary[tuple, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def register(self, server) -> None:
         core_pb2_grpc.add_CoreServiceServicer_to_server(self, server)
@@ -108,13 +116,35 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         state = await self.series.ensure(symbol, spec.interval, _fetch_from(window, now), state)
         return Loaded(state, spec.resolve(state.info.last_ms, now))
 
-    async def _read(self, symbol: str, spec: WindowSpec, loaded: Loaded) -> Loaded:
+    async def _read_series(self, symbol: str, spec: WindowSpec, loaded: Loaded) -> Loaded:
         window = loaded.window
         series = await self.series.get(symbol, spec.interval, window.start_ms, end_ms=window.end_ms,
                                        state=loaded.state)
         SERIES_CACHE_BYTES.set(self.series.cached_bytes)
-        ts, close = series.window(window.start_ms, window.end_ms)
-        return Loaded(loaded.state, window, series, ts, close)
+        return Loaded(loaded.state, window, series)
+
+    async def _read(self, symbol: str, spec: WindowSpec, loaded: Loaded) -> Loaded:
+        loaded = await self._read_series(symbol, spec, loaded)
+        ts, close = loaded.series.window(loaded.window.start_ms, loaded.window.end_ms)
+        return Loaded(loaded.state, loaded.window, loaded.series, ts, close)
+
+    async def _stats_kept(self, symbol: str, spec: WindowSpec, loaded: Loaded, i: int, j: int, rf: float):
+        """GetStats without a benchmark from the window kept for it, brought up to this version."""
+        key = (symbol, spec)
+        lock = self._kept_locks.get(key)
+        if lock is None:
+            lock = self._kept_locks[key] = asyncio.Lock()
+        async with lock:
+            kept = self._kept.pop(key, None)  # a cancelled update leaves nothing half-done behind
+            values, kept = await self._compute(stats_values, kept, loaded.series, i, j, spec.interval, rf)
+            if kept is not None and kept.nbytes <= self.settings.kept_stats_mb * MB:
+                self._kept[key] = kept
+                while sum(k.nbytes for k in self._kept.values()) > self.settings.kept_stats_mb * MB:
+                    self._kept.popitem(last=False)
+            KEPT_STATS_BYTES.set(sum(k.nbytes for k in self._kept.values()))
+        series = loaded.series
+        return answers.stats_response(symbol, spec.interval, "", values, int(series.span(i, i + 1)[0][0]),
+                                      int(series.span(j - 1, j)[0][0]), series.version, series.source)
 
     def _coverage(self, loaded: Loaded, interval: str, first_ms, last_ms, bars: int, now: int):
         info = loaded.state.info
@@ -161,19 +191,18 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
             response = core_pb2.GetStatsResponse.FromString(raw)
             response.cached = True
         else:
-            loaded = await self._read(symbol, spec, loaded)
-            if len(loaded.ts) < 2:
-                raise FailedPrecondition(f"{symbol} {interval} has {len(loaded.ts)} bar(s) in the window; "
-                                         "need at least 2")
-            bench_ts = bench_close = None
+            loaded = await self._read_series(symbol, spec, loaded)
+            i, j = loaded.series.bounds(loaded.window.start_ms, loaded.window.end_ms)
+            if j - i < 2:
+                raise FailedPrecondition(f"{symbol} {interval} has {j - i} bar(s) in the window; need at least 2")
             bench = None
-            if bench_state is not None:
-                bench_window = Window(int(loaded.ts[0]), int(loaded.ts[-1]) + 1)
-                bench = await self._read(benchmark, spec, Loaded(bench_state, bench_window))
-                bench_ts, bench_close = bench.ts, bench.close
-            response = await self._compute(
-                answers.stats, symbol, interval, loaded.ts, loaded.close, rf, benchmark if bench_state else "",
-                bench_ts, bench_close, loaded.series.version, loaded.series.source)
+            if bench_state is None:
+                response = await self._stats_kept(symbol, spec, loaded, i, j, rf)
+            else:
+                ts, close = loaded.series.span(i, j)
+                bench = await self._read(benchmark, spec, Loaded(bench_state, Window(int(ts[0]), int(ts[-1]) + 1)))
+                response = await self._compute(answers.stats, symbol, interval, ts, close, rf, benchmark, bench.ts,
+                                               bench.close, loaded.series.version, loaded.series.source)
             if self._fresh_read(loaded, *([bench] if bench else [])):
                 self.results.put(key, response.SerializeToString())
         first = response.start.ToMilliseconds() if response.HasField("start") else None
