@@ -21,6 +21,7 @@ from functools import cached_property
 
 import grpc
 import numpy as np
+from prometheus_client import Counter
 
 from cryptolens.v1 import fetch_pb2, fetch_pb2_grpc
 from services.common.convert import to_timestamp
@@ -43,6 +44,10 @@ KEEP_OPEN_BARS = 64
 _LINEAGE = 8
 
 Stamp = tuple[str, int, int]  # (epoch, version, updated ms)
+
+SERIES_READS = Counter("cryptolens_series_reads_total",
+                       "Series read from Redis: whole or for a window (full), or only the bars that changed (delta)",
+                       ["kind"])
 
 
 def epoch_key(symbol: str, interval: str) -> str:
@@ -294,6 +299,7 @@ class SeriesSource:
                     series = None
             if series is None:
                 series = await self._read(symbol, interval, start_ms, end_ms, state)
+            SERIES_READS.labels("full" if series.lineage == () else "delta").inc()
             self._put(key, series)
             return series
 
@@ -325,12 +331,18 @@ class SeriesSource:
         None when that cannot be proven. Proof: the log holds one event for every version after
         the cached one, none replaced the series, and each says the oldest bar it wrote. Bars
         before the oldest of those are unchanged (a write only merges bars of its own range).
-        The log id was read before the cached bars, so no event of a later version precedes it."""
+        The log id was read before the cached bars, so no event of a later version precedes it;
+        a series written again from scratch shows as an event whose version is not after ours."""
         if (cached.log_id is None or cached.end_ms is not None or cached.stamp is None
                 or cached.stamp[0] != state.epoch or cached.origin != state.info.origin):
             return None
         symbol, interval = cached.symbol, cached.interval
-        entries = await self.store.redis.xrange(UPDATES_LOG, min=f"({cached.log_id}", count=MAX_DELTA_EVENTS)
+        # The cached id itself must still be there: else the log was trimmed, deleted or restored
+        # from a snapshot since, and the events after it may be incomplete.
+        entries = await self.store.redis.xrange(UPDATES_LOG, min=cached.log_id, count=MAX_DELTA_EVENTS + 1)
+        if not entries or entries[0][0].decode() != cached.log_id:
+            return None
+        entries = entries[1:]
         tag = json.dumps({"symbol": symbol, "interval": interval})[1:-1].encode()  # cheap filter before parsing
         versions, oldest = set(), None
         for _, fields in entries:
@@ -338,9 +350,11 @@ class SeriesSource:
             if tag not in raw:
                 continue
             event = json.loads(raw)
-            if event["symbol"] != symbol or event["interval"] != interval or event["version"] <= cached.version:
+            if event["symbol"] != symbol or event["interval"] != interval:
                 continue
-            if event.get("replaced") or event.get("origin") != cached.origin:
+            # A version not after the cached one: the series was written again from scratch (or a
+            # write's event came late); either way nothing can be proven about the older bars.
+            if event["version"] <= cached.version or event.get("replaced") or event.get("origin") != cached.origin:
                 return None
             versions.add(event["version"])
             oldest = event["first"] if oldest is None else min(oldest, event["first"])

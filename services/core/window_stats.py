@@ -19,12 +19,17 @@ import math
 from collections import deque
 
 import numpy as np
+from prometheus_client import Counter
 
 from services.common import analytics
 from services.common.analytics import _TINY
 from services.common.bars import find_gaps
 from services.common.intervals import interval_ms, periods_per_year
 from services.common.series import Series, Stamp
+
+KEPT_STATS = Counter("cryptolens_core_kept_stats_total",
+                     "GetStats windows without a benchmark: kept one updated, rebuilt, or fully computed (not keepable)",
+                     ["result"])
 
 REBUILD_OPS = 20_000  # bars added or dropped before the sums are recomputed exactly
 MAX_STEP_BARS = 2048  # a bigger change than this is cheaper to rebuild
@@ -108,6 +113,7 @@ class WindowStats:
         ts, close = series.span(i, j)
         if not (np.all(np.isfinite(close)) and np.all(close > 0) and np.all(ts[1:] > ts[:-1])):
             return None
+        KEPT_STATS.labels("rebuilt").inc()
         return cls(series, i, j, step_ms)
 
     @property
@@ -297,10 +303,13 @@ def stats_values(kept: WindowStats | None, series: Series, i: int, j: int, inter
     ``kept`` brought forward when it can be, else rebuilt; a window that cannot be kept (too
     short, not clean) gets the full computation."""
     step, ppy = interval_ms(interval), periods_per_year(interval)
-    if kept is None or not kept.advance(series, i, j):
+    if kept is not None and kept.advance(series, i, j):
+        KEPT_STATS.labels("updated").inc()
+    else:
         kept = WindowStats.build(series, i, j, step)
     if kept is not None:
         return kept.values(series, ppy, rf), kept
+    KEPT_STATS.labels("full").inc()
     ts, close = series.span(i, j)
     values = analytics.compute_stats(ts, close, ppy, rf)
     values["gaps"] = find_gaps(ts, step)
