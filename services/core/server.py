@@ -9,8 +9,10 @@ Coverage and freshness are set on every answer as it leaves, so a cached answer'
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
+import re
 import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,9 @@ from functools import partial
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from prometheus_client import Gauge
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
@@ -27,12 +31,13 @@ from services.common import forecast as fc
 from services.common.config import ServiceSettings, positive, setting
 from services.common.convert import from_timestamp, now_ms
 from services.common.errors import InvalidArgument, FailedPrecondition, NotFound, Unavailable, short
+from services.common.events import last_id, read_stream
 from services.common.freshness import coverage_pb, freshness_pb
 from services.common.intervals import Window, check_interval, check_symbol, interval_ms
 from services.common.limits import MAX_PAGE_BARS, MAX_WINDOW_BARS
 from services.common.series import Series, SeriesSource, SeriesState
-from services.common.store import PriceStore
-from services.core import answers, forecast_answer, forecast_live
+from services.common.store import UPDATES_LOG, PriceStore
+from services.core import answers, forecast_answer, forecast_live, prices
 from services.core.result_cache import ResultCache, request_digest
 from services.core.window_stats import WindowStats, stats_values
 from services.core.windows import WindowSpec
@@ -41,7 +46,8 @@ log = logging.getLogger("cryptolens.core")
 
 SERVICE_NAME = "cryptolens.v1.CoreService"
 MB = 1024 * 1024
-MAX_SYMBOLS = 50  # per GetCorrelation / GetPortfolioRisk request
+MAX_SYMBOLS = 50  # per GetCorrelation / GetPortfolioRisk / WatchPrices request
+_STREAM_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 SERIES_CACHE_BYTES = Gauge("cryptolens_core_series_cache_bytes", "Bytes of decoded price arrays held in memory")
 KEPT_STATS_BYTES = Gauge("cryptolens_core_kept_stats_bytes", "Bytes of GetStats windows kept for incremental updates")
@@ -344,6 +350,43 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
             await self._live_record(response, symbol, interval, start, state, now)
         response.freshness.CopyFrom(freshness_pb(last, interval, self.settings.stale_after_bars, now))
         return response
+
+    async def WatchPrices(self, request, context):
+        symbols = self._symbols(request.symbols, "symbols")
+        if not symbols:
+            raise InvalidArgument("symbols", "give at least one symbol to watch")
+        interval = check_interval(request.interval or self.settings.interval)
+        if request.after and not _STREAM_ID_RE.match(request.after):
+            raise InvalidArgument("after", f"{short(request.after)} is not a resume_token from WatchPrices")
+        after = request.after
+        if not after:
+            # The log position first, then the snapshot: a write in between is sent (again), never missed.
+            after = await last_id(self.redis, UPDATES_LOG)
+            for symbol in symbols:
+                try:
+                    yield await prices.read_price(self.series, symbol, interval, self.settings.stale_after_bars,
+                                                  after, snapshot=True)
+                except Unavailable:
+                    yield prices.unavailable_message(symbol, interval, after)
+        wanted = set(symbols)
+        async for entry_id, fields in read_stream(self.redis, UPDATES_LOG, after):
+            event = json.loads(fields["event"])
+            if event["symbol"] in wanted and event["interval"] == interval:
+                message = await self._retrying(lambda e=event, i=entry_id: prices.read_price(
+                    self.series, e["symbol"], interval, self.settings.stale_after_bars, i, snapshot=False))
+                message.write_version = event["version"]
+                yield message
+
+    @staticmethod
+    async def _retrying(call):
+        """A Redis read for a stream: waits out an outage instead of ending the stream."""
+        delay = 0.2
+        while True:
+            try:
+                return await call()
+            except (RedisConnectionError, RedisTimeoutError, OSError, Unavailable):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _live_record(self, response, symbol: str, interval: str, start: int, state: SeriesState,
                            now: int) -> None:
