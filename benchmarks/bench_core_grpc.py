@@ -70,7 +70,8 @@ async def _write_bar(store: PriceStore, where: str) -> None:
 async def _measure(core_addr: str, url: str, repeats: int) -> dict[str, list[float]]:
     request = core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", benchmark="BTC-USD")
     sliding = core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", benchmark="BTC-USD", lookback="365d")
-    samples = {"echo": [], "full": [], "append": [], "open": [], "warm": []}
+    with_beta = core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", benchmark="ETH-USD", lookback="365d")
+    samples = {"echo": [], "full": [], "append": [], "open": [], "beta": [], "warm": []}
     client = aioredis.from_url(url)
     store = PriceStore(client)
 
@@ -90,6 +91,7 @@ async def _measure(core_addr: str, url: str, repeats: int) -> dict[str, list[flo
             assert not reply.cached and reply.count == 525_600
             await _write_bar(store, "append")
             await core.GetStats(sliding, timeout=60)  # the window is rebuilt once after the full read
+            await core.GetStats(with_beta, timeout=60)  # and the returns paired with ETH-USD
             for _ in range(10):
                 await _write_bar(store, "append")
                 reply = await timed("append", sliding)
@@ -97,6 +99,9 @@ async def _measure(core_addr: str, url: str, repeats: int) -> dict[str, list[flo
                 await _write_bar(store, "open")
                 reply = await timed("open", sliding)
                 assert not reply.cached and reply.count == 525_600
+                await _write_bar(store, "append")
+                reply = await timed("beta", with_beta)
+                assert not reply.cached and reply.HasField("beta")
                 await timed("warm", sliding)
                 t = time.perf_counter()
                 await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
@@ -132,7 +137,8 @@ def run(quick: bool = False) -> dict:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
-    echo, full, append, opened, warm = (median(samples[k]) for k in ("echo", "full", "append", "open", "warm"))
+    echo, full, append, opened, beta, warm = (median(samples[k]) for k in
+                                              ("echo", "full", "append", "open", "beta", "warm"))
 
     def p99(name: str) -> str:
         return f"p99 {float(np.percentile(samples[name], 99)):.2f} ms"
@@ -148,13 +154,16 @@ def run(quick: bool = False) -> dict:
                                          "recompute; target p50 ≤ 5 ms"},
         {"name": "GetStats after the open bar's close changes (delta read)", "median_ms": opened,
          "ratio": opened / echo, "note": f"{p99('open')}; {full / opened:.1f}x faster than the full recompute"},
+        {"name": "GetStats with beta against ETH-USD after a one-bar append", "median_ms": beta,
+         "ratio": beta / echo, "note": f"{p99('beta')}; {full / beta:.1f}x faster than the full recompute"},
         {"name": "Core resident memory, ten symbol-years of 1m data loaded", "median_ms": 0.0, "ratio": None,
          "display": f"{rss:.0f} MB", "note": f"{rss_before:.0f} MB at start; target < 300 MB"},
     ]
     return {"title": "Core over gRPC: GetStats on 525,600 one-minute bars (lookback 365d)", "rows": rows,
             "notes": f"{repeats} rounds, one client, loopback; each round: a rewrite of a bar 180 days back "
                      "then GetStats (full), one untimed append (the kept window is rebuilt), then 10 x (append "
-                     "a bar, GetStats; rewrite the newest bar, GetStats; GetStats again (warm); Health/Check)."}
+                     "a bar, GetStats; rewrite the newest bar, GetStats; append a bar, GetStats with benchmark ETH-USD; "
+                     "GetStats again (warm); Health/Check)."}
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import numpy as np
 
 from cryptolens.v1 import core_pb2
 from services.common import analytics
-from services.common.bars import find_gaps
 from services.common.convert import gaps_to_pb, now_ms, to_timestamp
 from services.common.errors import FailedPrecondition
 from services.common.intervals import DAY_MS, interval_ms, periods_per_year
@@ -28,14 +27,6 @@ def _set_finite(message, names, values: dict) -> None:
         value = values.get(name)
         if value is not None and math.isfinite(value):
             setattr(message, name, float(value))
-
-
-def stats(symbol: str, interval: str, ts: np.ndarray, close: np.ndarray, rf: float, benchmark: str,
-          bench_ts: np.ndarray | None, bench_close: np.ndarray | None, version: int,
-          source: str) -> core_pb2.GetStatsResponse:
-    values = analytics.compute_stats(ts, close, periods_per_year(interval), rf, bench_ts, bench_close)
-    values["gaps"] = find_gaps(ts, interval_ms(interval))
-    return stats_response(symbol, interval, benchmark, values, int(ts[0]), int(ts[-1]), version, source)
 
 
 def stats_response(symbol: str, interval: str, benchmark: str, values: dict, start_ms: int, end_ms: int,

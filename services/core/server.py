@@ -134,23 +134,33 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         ts, close = loaded.series.window(loaded.window.start_ms, loaded.window.end_ms)
         return Loaded(loaded.state, loaded.window, loaded.series, ts, close)
 
-    async def _stats_kept(self, symbol: str, spec: WindowSpec, loaded: Loaded, i: int, j: int, rf: float):
-        """GetStats without a benchmark from the window kept for it, brought up to this version."""
-        key = (symbol, spec)
-        lock = self._kept_locks.get(key)
+    async def _stats_kept(self, symbol: str, spec: WindowSpec, loaded: Loaded, i: int, j: int, rf: float,
+                          benchmark: str, bench: Loaded | None):
+        """GetStats from what is kept for this window (and benchmark), brought up to these versions."""
+        lock_key = (symbol, spec.interval)
+        lock = self._kept_locks.get(lock_key)
         if lock is None:
-            lock = self._kept_locks[key] = asyncio.Lock()
+            lock = self._kept_locks[lock_key] = asyncio.Lock()
+        window_key, pair_key = ("window", symbol, spec), ("pair", symbol, benchmark, spec.interval)
         async with lock:
-            kept = self._kept.pop(key, None)  # a cancelled update leaves nothing half-done behind
-            values, kept = await self._compute(stats_values, kept, loaded.series, i, j, spec.interval, rf)
-            if kept is not None and kept.nbytes <= self.settings.kept_stats_mb * MB:
-                self._kept[key] = kept
-                while sum(k.nbytes for k in self._kept.values()) > self.settings.kept_stats_mb * MB:
-                    self._kept.popitem(last=False)
-            KEPT_STATS_BYTES.set(sum(k.nbytes for k in self._kept.values()))
+            # Taken out while updated: a cancelled update leaves nothing half-done behind.
+            kept, pair = self._kept.pop(window_key, None), self._kept.pop(pair_key, None) if bench else None
+            values, kept, pair = await self._compute(stats_values, kept, pair, loaded.series,
+                                                     bench.series if bench else None, i, j, spec.interval, rf)
+            self._keep(window_key, kept)
+            self._keep(pair_key, pair)
         series = loaded.series
-        return answers.stats_response(symbol, spec.interval, "", values, int(series.span(i, i + 1)[0][0]),
-                                      int(series.span(j - 1, j)[0][0]), series.version, series.source)
+        return answers.stats_response(symbol, spec.interval, benchmark if bench else "", values,
+                                      int(series.span(i, i + 1)[0][0]), int(series.span(j - 1, j)[0][0]),
+                                      series.version, series.source)
+
+    def _keep(self, key: tuple, kept) -> None:
+        budget = self.settings.kept_stats_mb * MB
+        if kept is not None and kept.nbytes <= budget:
+            self._kept[key] = kept
+            while sum(k.nbytes for k in self._kept.values()) > budget:
+                self._kept.popitem(last=False)
+        KEPT_STATS_BYTES.set(sum(k.nbytes for k in self._kept.values()))
 
     def _coverage(self, loaded: Loaded, interval: str, first_ms, last_ms, bars: int, now: int):
         info = loaded.state.info
@@ -202,13 +212,10 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
             if j - i < 2:
                 raise FailedPrecondition(f"{symbol} {interval} has {j - i} bar(s) in the window; need at least 2")
             bench = None
-            if bench_state is None:
-                response = await self._stats_kept(symbol, spec, loaded, i, j, rf)
-            else:
-                ts, close = loaded.series.span(i, j)
-                bench = await self._read(benchmark, spec, Loaded(bench_state, Window(int(ts[0]), int(ts[-1]) + 1)))
-                response = await self._compute(answers.stats, symbol, interval, ts, close, rf, benchmark, bench.ts,
-                                               bench.close, loaded.series.version, loaded.series.source)
+            if bench_state is not None:
+                first, last = int(loaded.series.span(i, i + 1)[0][0]), int(loaded.series.span(j - 1, j)[0][0])
+                bench = await self._read_series(benchmark, spec, Loaded(bench_state, Window(first, last + 1)))
+            response = await self._stats_kept(symbol, spec, loaded, i, j, rf, benchmark, bench)
             if self._fresh_read(loaded, *([bench] if bench else [])):
                 self.results.put(key, response.SerializeToString())
         first = response.start.ToMilliseconds() if response.HasField("start") else None

@@ -26,6 +26,7 @@ from services.common.analytics import _TINY
 from services.common.bars import find_gaps
 from services.common.intervals import interval_ms, periods_per_year
 from services.common.series import Series, Stamp
+from services.core.pair_returns import PairReturns
 
 KEPT_STATS = Counter("cryptolens_core_kept_stats_total",
                      "GetStats windows without a benchmark: kept one updated, rebuilt, or fully computed (not keepable)",
@@ -297,20 +298,28 @@ def _std(var: float, mean: float, max_abs: float) -> float | None:
     return math.sqrt(var)
 
 
-def stats_values(kept: WindowStats | None, series: Series, i: int, j: int, interval: str,
-                 rf: float) -> tuple[dict, WindowStats | None]:
-    """GetStats' metric dict for bars [i, j) (no benchmark), and the window kept for next time:
-    ``kept`` brought forward when it can be, else rebuilt; a window that cannot be kept (too
-    short, not clean) gets the full computation."""
+def stats_values(kept: WindowStats | None, pair: PairReturns | None, series: Series, bench: Series | None,
+                 i: int, j: int, interval: str, rf: float) -> tuple[dict, WindowStats | None, PairReturns | None]:
+    """GetStats' metric dict for bars [i, j), with beta against ``bench`` when given, and what is
+    kept for next time: ``kept`` and ``pair`` brought forward when they can be, else rebuilt. A
+    window that cannot be kept (too short, not clean) gets the full computation."""
     step, ppy = interval_ms(interval), periods_per_year(interval)
     if kept is not None and kept.advance(series, i, j):
         KEPT_STATS.labels("updated").inc()
     else:
         kept = WindowStats.build(series, i, j, step)
-    if kept is not None:
-        return kept.values(series, ppy, rf), kept
+    if bench is not None and not (pair is not None and pair.advance(series, bench)):
+        pair = PairReturns.build(series, bench)
+    if kept is not None and (bench is None or pair is not None):
+        values = kept.values(series, ppy, rf)
+        if pair is not None:
+            values["beta"] = pair.beta(series, bench, i, j)
+        return values, kept, pair
     KEPT_STATS.labels("full").inc()
     ts, close = series.span(i, j)
-    values = analytics.compute_stats(ts, close, ppy, rf)
+    bench_ts = bench_close = None
+    if bench is not None:
+        bench_ts, bench_close = bench.window(int(ts[0]), int(ts[-1]) + 1)
+    values = analytics.compute_stats(ts, close, ppy, rf, bench_ts, bench_close)
     values["gaps"] = find_gaps(ts, step)
-    return values, None
+    return values, kept, pair

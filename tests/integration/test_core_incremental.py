@@ -19,7 +19,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
-from services.common.bars import make_bars
+from services.common import analytics
+from services.common.bars import find_gaps, make_bars
 from services.common.store import UPDATES_LOG, PriceStore
 from services.core import answers
 from services.core.answers import _STATS
@@ -30,7 +31,8 @@ MINUTE = 60_000
 START = 1_767_225_600_000  # 2026-01-01
 N = 20_000  # ~14 days of minutes: read whole, and a 10d lookback slides over it
 REQUESTS = [core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", benchmark="BTC-USD", lookback="10d"),
-            core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", benchmark="BTC-USD", risk_free_rate=0.04)]
+            core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", benchmark="BTC-USD", risk_free_rate=0.04),
+            core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", benchmark="ETH-USD", lookback="10d")]
 
 
 def run(coro):
@@ -50,12 +52,12 @@ class Store:
         finally:
             await client.aclose()
 
-    def write(self, ts, close, origin: str | None = None) -> int:
+    def write(self, ts, close, origin: str | None = None, symbol: str = "BTC-USD") -> int:
         bars = make_bars(np.asarray(ts, np.int64), close, close, close, close, np.ones(len(ts)))
-        return run(self._do(lambda c, s: s.write("BTC-USD", "1m", bars, "test", origin))).version
+        return run(self._do(lambda c, s: s.write(symbol, "1m", bars, "test", origin))).version
 
-    def bars(self) -> tuple[np.ndarray, np.ndarray]:
-        data = run(self._do(lambda c, s: s.read("BTC-USD", "1m")))
+    def bars(self, symbol: str = "BTC-USD") -> tuple[np.ndarray, np.ndarray]:
+        data = run(self._do(lambda c, s: s.read(symbol, "1m")))
         return data.columns["ts"], data.columns["close"]
 
     def delete_log(self) -> None:
@@ -71,9 +73,10 @@ def start_core(redis: RedisServer, tmp_path, name: str) -> ServiceProcess:
 def counters(core: ServiceProcess) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{core.metrics_port}/metrics", timeout=5).read().decode()
     out = {}
-    for name, label in (("cryptolens_series_reads_total", "kind"), ("cryptolens_core_kept_stats_total", "result")):
+    for prefix, name, label in (("reads", "cryptolens_series_reads_total", "kind"),
+                                 ("kept", "cryptolens_core_kept_stats_total", "result")):
         for value, number in re.findall(rf'^{name}{{{label}="(\w+)"}} (\S+)$', text, re.M):
-            out[value] = float(number)
+            out[f"{prefix}:{value}"] = float(number)
     return out
 
 
@@ -84,11 +87,21 @@ def expected(store: Store, request) -> core_pb2.GetStatsResponse:
         end = int(ts[-1]) + MINUTE
         keep = (ts >= end - 10 * 1440 * MINUTE) & (ts < end)
         ts, close = ts[keep], close[keep]
-    return answers.stats("BTC-USD", "1m", ts, close, request.risk_free_rate, "", None, None, 0, "test")
+    bench_ts = bench_close = None
+    if request.benchmark != "BTC-USD":
+        bench_ts, bench_close = store.bars(request.benchmark)
+        inside = (bench_ts >= ts[0]) & (bench_ts <= ts[-1])
+        bench_ts, bench_close = bench_ts[inside], bench_close[inside]
+    values = analytics.compute_stats(ts, close, 525_600, request.risk_free_rate, bench_ts, bench_close)
+    values["gaps"] = find_gaps(ts, MINUTE)
+    return answers.stats_response("BTC-USD", "1m", "", values, int(ts[0]), int(ts[-1]), 0, "test")
 
 
 def assert_same(got, want) -> None:
     assert got.count == want.count
+    assert got.HasField("beta") == want.HasField("beta")
+    if want.HasField("beta"):
+        assert got.beta == pytest.approx(want.beta, rel=1e-9, abs=1e-12)
     assert (got.start, got.end) == (want.start, want.end)
     assert list(got.gaps) == list(want.gaps)
     assert (got.max_drawdown_time, got.worst_return_time) == (want.max_drawdown_time, want.worst_return_time)
@@ -112,23 +125,29 @@ def test_incremental_answers_equal_full_and_cold_ones_and_fall_back_when_they_mu
     ts = START + np.arange(N, dtype=np.int64) * MINUTE
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.001, N)))
     store.write(ts, close)
+    eth = close * np.exp(np.cumsum(rng.normal(0, 0.0005, N)))  # correlated with BTC-USD
+    store.write(ts[::-1][::2][::-1], eth[::-1][::2][::-1], symbol="ETH-USD")  # every other minute
     core = start_core(redis, tmp_path, "warm")
     channel = grpc.insecure_channel(core.addr)
     stub = core_pb2_grpc.CoreServiceStub(channel)
 
     def check(kind: str, kept: str) -> None:
-        """Both requests answer the full computation; the write was read as ``kind``, the kept
-        windows were ``kept``."""
+        """Every request answers the full computation; the write to BTC-USD was read as ``kind``,
+        the kept windows were ``kept``."""
         before = counters(core)
         for request in REQUESTS:
             reply = stub.GetStats(request, timeout=30)
             assert not reply.cached
             assert_same(reply, expected(store, request))
         after = counters(core)
-        assert after.get(kind, 0) - before.get(kind, 0) == 1, (kind, before, after)
+
+        def grew(name: str) -> float:
+            return after.get(name, 0) - before.get(name, 0)
         other = "full" if kind == "delta" else "delta"
-        assert after.get(other, 0) == before.get(other, 0), (kind, before, after)
-        assert after.get(kept, 0) - before.get(kept, 0) == len(REQUESTS), (kept, before, after)
+        assert (grew(f"reads:{kind}"), grew(f"reads:{other}")) == (1, 0), (kind, before, after)
+        # Two windows (10d, whole history) are kept; the third request shares the 10d one.
+        want = {"updated": (len(REQUESTS), 0), "rebuilt": (1, 2)}[kept]
+        assert (grew("kept:updated"), grew("kept:rebuilt"), grew("kept:full")) == (*want, 0), (kept, before, after)
 
     try:
         for request in REQUESTS:
@@ -149,6 +168,11 @@ def test_incremental_answers_equal_full_and_cold_ones_and_fall_back_when_they_mu
                 old_ts, old_close = store.bars()
                 store.write([old_ts[-100]], [old_close[-100] * 1.003])
                 check("delta", "rebuilt")
+        # The benchmark moves too: beta follows it (its pair of returns is brought forward).
+        eth_ts, eth_close = store.bars("ETH-USD")
+        store.write([eth_ts[-1] + 2 * MINUTE], [eth_close[-1] * 1.002], symbol="ETH-USD")
+        for request in REQUESTS:
+            assert_same(stub.GetStats(request, timeout=30), expected(store, request))
         # A bar far back (more than a delta may re-read): the whole series again.
         old_ts, old_close = store.bars()
         store.write([old_ts[-15_000]], [old_close[-15_000] * 0.99])
@@ -180,6 +204,7 @@ def test_incremental_answers_equal_full_and_cold_ones_and_fall_back_when_they_mu
         redis.proc.wait()
         redis.start()
         store.write(ts, close * 2)
+        store.write(ts, eth * 2, symbol="ETH-USD")
         for _ in range(50):  # Core notices Redis is back
             try:
                 stub.GetStats(REQUESTS[0], timeout=5)

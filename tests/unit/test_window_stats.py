@@ -79,7 +79,7 @@ def test_random_updates_equal_the_full_computation(seed, lookback):
         i = 0 if lookback is None else j - lookback
         rf = 0.0 if version % 2 else 0.04
         before = kept
-        values, kept = stats_values(kept, series, i, j, "1m", rf)
+        values, kept, _ = stats_values(kept, None, series, None, i, j, "1m", rf)
         rebuilt += kept is not before
         _assert_same(values, _full(series, i, j, rf))
     assert rebuilt < 60  # mostly updated in place, not rebuilt
@@ -94,7 +94,7 @@ def test_a_rewrite_behind_the_open_bar_is_never_applied_in_place():
     changed[-2] *= 1.05
     second = _series(ts, changed, 2, first, len(ts) - 2)
     assert not kept.advance(second, 0, len(ts))
-    values, rebuilt = stats_values(kept, second, 0, len(ts), "1m", 0.0)
+    values, rebuilt, _ = stats_values(kept, None, second, None, 0, len(ts), "1m", 0.0)
     assert rebuilt is not kept
     _assert_same(values, _full(second, 0, len(ts), 0.0))
 
@@ -104,7 +104,7 @@ def test_unclean_or_tiny_windows_take_the_full_computation():
     close = np.linspace(100, 110, 10)
     close[4] = math.nan
     series = _series(ts, close, 1)
-    values, kept = stats_values(None, series, 0, 10, "1m", 0.0)
+    values, kept, _ = stats_values(None, None, series, None, 0, 10, "1m", 0.0)
     assert kept is None and values["count"] == 9
     _assert_same(values, _full(series, 0, 10, 0.0))
     assert WindowStats.build(series, 0, 2, STEP) is None
@@ -120,3 +120,56 @@ def test_a_monotone_rise_keeps_no_drawdown_while_sliding():
         assert kept.advance(nxt, n - 100, n)
         _assert_same(kept.values(nxt, PPY, 0.0), _full(nxt, n - 100, n, 0.0))
         series = nxt
+
+
+def _step(rng, series: Series, version: int) -> Series:
+    """One random write: the open bar rewritten, one or a few bars appended, or an older bar fixed."""
+    ts, close = series.ts.copy(), series.close.copy()
+    op = rng.random()
+    if op < 0.4:
+        close[-1] *= 1 + rng.normal(0, 0.003)
+        unchanged = len(ts) - 1
+    elif op < 0.9:
+        k = 1 if rng.random() < 0.8 else int(rng.integers(2, 5))
+        ts = np.concatenate([ts, ts[-1] + STEP * np.arange(1, k + 1)])
+        close = np.concatenate([close, close[-1] * np.exp(np.cumsum(rng.normal(0, 0.003, k)))])
+        unchanged = len(series)
+    else:
+        at = int(rng.integers(1, len(ts) - 1))
+        close[at] *= 1.01
+        unchanged = at
+    return _series(ts, close, version, series, unchanged)
+
+
+@pytest.mark.parametrize("lookback", [None, 1200])
+def test_beta_kept_across_writes_to_both_series_equals_the_full_computation(lookback):
+    rng = np.random.default_rng(5)
+    a = _series(*_walk(rng, 2500), 1)
+    bts, bclose = _walk(rng, 2600)
+    b = _series(bts - 50 * STEP, bclose, 1)  # starts earlier, other gaps
+    kept = pair = None
+    rebuilt = 0
+    for version in range(2, 300):
+        if rng.random() < 0.7:
+            a = _step(rng, a, version)
+        if rng.random() < 0.7:
+            b = _step(rng, b, version)
+        j = len(a)
+        i = 0 if lookback is None else j - lookback
+        before = pair
+        values, kept, pair = stats_values(kept, pair, a, b, i, j, "1m", 0.0)
+        rebuilt += pair is not before
+        ts, close = a.span(i, j)
+        bench_ts, bench_close = b.window(int(ts[0]), int(ts[-1]) + 1)
+        want = analytics.compute_stats(ts, close, PPY, 0.0, bench_ts, bench_close)
+        assert values["beta"] == pytest.approx(want["beta"], rel=1e-9, abs=1e-12)
+        _assert_same(values, {**want, "gaps": find_gaps(ts, STEP)})
+    assert rebuilt < 60  # mostly brought forward, not rebuilt
+
+
+def test_beta_of_a_constant_benchmark_is_unset():
+    ts = np.arange(100, dtype=np.int64) * STEP
+    a = _series(ts, 100 + np.sin(np.arange(100)), 1)
+    b = _series(ts, np.full(100, 5.0), 1)
+    values, _, pair = stats_values(None, None, a, b, 0, 100, "1m", 0.0)
+    assert pair is not None and values["beta"] is None
