@@ -39,6 +39,7 @@ from services.common.series import Series, SeriesSource, SeriesState
 from services.common.store import UPDATES_LOG, PriceStore
 from services.core import answers, forecast_answer, forecast_live, prices
 from services.core.result_cache import ResultCache, request_digest
+from services.core.pair_returns import PairReturns
 from services.core.window_stats import WindowStats, stats_values
 from services.core.windows import WindowSpec
 
@@ -59,7 +60,7 @@ class CoreSettings(ServiceSettings):
     fetch_timeout_s: float = setting(30.0, "deadline of fetch-through calls to the Fetch service", positive)
     series_cache_mb: int = setting(128, "memory for decoded price arrays, in MB", positive)
     result_cache_mb: int = setting(32, "memory for cached answers, in MB", positive)
-    kept_stats_mb: int = setting(64, "memory for GetStats windows kept to update bar by bar, in MB", positive)
+    kept_stats_mb: int = setting(32, "memory for GetStats windows kept to update bar by bar, in MB", positive)
     compute_threads: int = setting(2, "worker threads for analytics (off the event loop)", positive)
 
     service_name = "core"
@@ -91,8 +92,9 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
                                    settings.series_cache_mb * MB)
         self.results = ResultCache(settings.result_cache_mb * MB)
         self._pool = ThreadPoolExecutor(settings.compute_threads, thread_name_prefix="core-compute")
-        # GetStats windows kept per (symbol, interval, window spec), least recently used out.
-        self._kept: OrderedDict[tuple, WindowStats] = OrderedDict()
+        # What GetStats keeps to answer the next version cheaply: per ("window", symbol, spec) and
+        # per ("pair", symbol, benchmark, interval), least recently used out.
+        self._kept: OrderedDict[tuple, WindowStats | PairReturns] = OrderedDict()
         self._kept_locks: weakref.WeakValueDictionary[tuple, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def register(self, server) -> None:
