@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import urllib.request
 
 import grpc
@@ -205,12 +206,19 @@ def test_incremental_answers_equal_full_and_cold_ones_and_fall_back_when_they_mu
         redis.start()
         store.write(ts, close * 2)
         store.write(ts, eth * 2, symbol="ETH-USD")
-        for _ in range(50):  # Core notices Redis is back
+        # Core notices Redis is back; each stale pooled connection may answer UNAVAILABLE once.
+        calm = 0
+        for _ in range(100):
             try:
-                stub.GetStats(REQUESTS[0], timeout=5)
-                break
+                stub.GetStats(REQUESTS[calm % len(REQUESTS)], timeout=5)
+                calm += 1
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                calm = 0
+                time.sleep(0.05)
+            if calm == 2 * len(REQUESTS):
+                break
+        assert calm == 2 * len(REQUESTS)
         for request in REQUESTS:  # the new numbers, from a full read
             assert_same(stub.GetStats(request, timeout=30), expected(store, request))
         last_ts, last = int(ts[-1]) + MINUTE, float(close[-1]) * 2
