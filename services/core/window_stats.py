@@ -130,8 +130,9 @@ class WindowStats:
 
     # --- updates ---------------------------------------------------------------------------
     def advance(self, series: Series, i: int, j: int) -> bool:
-        """Move to bars [i, j) of ``series``; False (nothing changed) when that cannot be done
-        cheaply and exactly: the body's bars changed, the window shrank or jumped, a bar is invalid."""
+        """Move to bars [i, j) of ``series``; False when that cannot be done cheaply and exactly
+        (the body's bars changed, the window shrank or jumped, a bar is invalid): this object
+        is then not to be used again."""
         i0, j0 = self.i, self.j
         if self.stamp is None or series.stamp is None:
             return False
@@ -144,7 +145,10 @@ class WindowStats:
         bars = [_at(series, p) for p in range(j0 - 2, j)]  # from the body's last bar to the newest
         if not all(_valid(c) for _, c in bars) or not all(b[0] > a[0] for a, b in zip(bars, bars[1:])):
             return False
-        self._drop_front(series, i0, i)
+        try:
+            self._drop_front(series, i0, i)
+        except LookupError:
+            return False  # half updated: the caller drops this object and rebuilds
         prev_ts, prev = bars[0]
         for p, (t, c) in zip(range(j0 - 1, j - 1), bars[1:-1]):
             self._add(p, t, c, prev_ts, prev)
@@ -185,6 +189,8 @@ class WindowStats:
         _drop(self.rmin, pos)
         _drop(self.rmax, pos)
         k = int(np.searchsorted(self.sorted[:self.m], r))
+        if k == self.m or self.sorted[k] != r:  # cannot happen: the same division gives the same float
+            raise LookupError(f"return {r!r} is not among the kept ones")
         self.sorted[k:self.m - 1] = self.sorted[k + 1:self.m]
         self.m -= 1
 
