@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 from cryptolens.v1 import core_pb2, core_pb2_grpc
 from services.common.bars import make_bars
 from services.common.store import PriceStore
-from tests.conftest import RedisServer, require_tool
-from tests.integration.services import Stack
+from tests.conftest import RedisServer, free_port, require_tool
+from tests.integration.services import ServiceProcess, Stack
 from ui.client import CryptoLensClient
 
 HOUR = 3_600_000
@@ -213,3 +213,18 @@ def test_grpcurl_lists_and_calls_watch_prices(services):
     bad = subprocess.run([*grpcurl, "-d", json.dumps({"symbols": ["nope"]}), stack["core"].addr,
                           "cryptolens.v1.CoreService/WatchPrices"], capture_output=True, text=True, timeout=30)
     assert "InvalidArgument" in bad.stderr and "symbols" in bad.stderr, bad.stderr
+
+
+def test_fetch_down_leaves_a_calm_gap_in_the_snapshot_not_a_broken_stream(services, tmp_path):
+    redis, _ = services
+    env = {"CRYPTOLENS_REDIS_URL": redis.url, "CRYPTOLENS_FETCH_ADDR": f"127.0.0.1:{free_port()}",
+           "CRYPTOLENS_FETCH_TIMEOUT_S": "1", "CRYPTOLENS_INTERVAL": "1h"}
+    core = ServiceProcess("core", free_port(), free_port(), [], env, tmp_path / "core.log").start().wait_serving()
+    reader = Reader(core.addr, core_pb2.WatchPricesRequest(symbols=["LINK-USD", "ADA-USD"]))
+    try:
+        missing, stored = reader.wait_for(2)
+        assert missing.symbol == "LINK-USD" and not missing.HasField("last") and missing.freshness.stale
+        assert stored.symbol == "ADA-USD" and stored.HasField("last") and reader.error is None
+    finally:
+        reader.close()
+        core.stop()
