@@ -162,8 +162,8 @@ def run(quick: bool = False) -> dict:
     return {"title": "Core over gRPC: GetStats on 525,600 one-minute bars (lookback 365d)", "rows": rows,
             "notes": f"{repeats} rounds, one client, loopback; each round: a rewrite of a bar 180 days back "
                      "then GetStats (full), one untimed append (the kept window is rebuilt), then 10 x (append "
-                     "a bar, GetStats; rewrite the newest bar, GetStats; append a bar, GetStats with benchmark ETH-USD; "
-                     "GetStats again (warm); Health/Check)."}
+                     "a bar, GetStats; rewrite the newest bar, GetStats; append a bar, GetStats with benchmark "
+                     "ETH-USD; GetStats again (warm); Health/Check)."}
 
 
 if __name__ == "__main__":

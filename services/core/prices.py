@@ -47,6 +47,8 @@ async def read_price(series: SeriesSource, symbol: str, interval: str, stale_aft
                          snapshot)
 
 
-def unavailable_message(symbol: str, interval: str, resume_token: str) -> core_pb2.WatchPricesResponse:
+def unavailable_message(symbol: str, interval: str, stale_after_bars: int,
+                        resume_token: str) -> core_pb2.WatchPricesResponse:
     """A snapshot entry for a series that cannot be had now (Fetch down, nothing stored): no price, stale."""
-    return price_message(symbol, interval, 0, "", np.zeros(0, np.int64), np.zeros(0), 0, resume_token, True)
+    return price_message(symbol, interval, 0, "", np.zeros(0, np.int64), np.zeros(0), stale_after_bars,
+                         resume_token, True)

@@ -376,7 +376,7 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
                     yield await prices.read_price(self.series, symbol, interval, self.settings.stale_after_bars,
                                                   after, snapshot=True)
                 except Unavailable:
-                    yield prices.unavailable_message(symbol, interval, after)
+                    yield prices.unavailable_message(symbol, interval, self.settings.stale_after_bars, after)
         wanted = set(symbols)
         async for entry_id, fields in read_stream(self.redis, UPDATES_LOG, after):
             event = json.loads(fields["event"])

@@ -29,7 +29,7 @@ from services.common.series import Series, Stamp
 from services.core.pair_returns import PairReturns
 
 KEPT_STATS = Counter("cryptolens_core_kept_stats_total",
-                     "GetStats windows without a benchmark: kept one updated, rebuilt, or fully computed (not keepable)",
+                     "GetStats windows: the kept one updated, rebuilt, or fully computed (not keepable)",
                      ["result"])
 
 REBUILD_OPS = 20_000  # bars added or dropped before the sums are recomputed exactly
