@@ -150,6 +150,17 @@ def test_incremental_answers_equal_full_and_cold_ones_and_fall_back_when_they_mu
         want = {"updated": (len(REQUESTS), 0), "rebuilt": (1, 2)}[kept]
         assert (grew("kept:updated"), grew("kept:rebuilt"), grew("kept:full")) == (*want, 0), (kept, before, after)
 
+    def same_as_cold(name: str) -> None:
+        """A Core started now (nothing kept, nothing cached) answers the same."""
+        cold = start_core(redis, tmp_path, name)
+        try:
+            with grpc.insecure_channel(cold.addr) as cold_channel:
+                cold_stub = core_pb2_grpc.CoreServiceStub(cold_channel)
+                for request in REQUESTS:
+                    assert_same(stub.GetStats(request, timeout=30), cold_stub.GetStats(request, timeout=30))
+        finally:
+            cold.stop()
+
     try:
         for request in REQUESTS:
             assert_same(stub.GetStats(request, timeout=30), expected(store, request))
@@ -187,14 +198,7 @@ def test_incremental_answers_equal_full_and_cold_ones_and_fall_back_when_they_mu
         store.write([last_ts], [last * 1.001])
         check("delta", "updated")  # and the shortcut is back on the next write
 
-        cold = start_core(redis, tmp_path, "cold")
-        try:
-            with grpc.insecure_channel(cold.addr) as cold_channel:
-                cold_stub = core_pb2_grpc.CoreServiceStub(cold_channel)
-                for request in REQUESTS:
-                    assert_same(stub.GetStats(request, timeout=30), cold_stub.GetStats(request, timeout=30))
-        finally:
-            cold.stop()
+        same_as_cold("cold-1")
 
         # Another origin replaces the series: never merged into what was kept.
         store.write(ts, close * 3, origin="csv:other")
@@ -225,6 +229,7 @@ def test_incremental_answers_equal_full_and_cold_ones_and_fall_back_when_they_mu
         store.write([last_ts], [last])
         check("delta", "updated")
         assert stub.GetStats(REQUESTS[0], timeout=5).last == pytest.approx(last)
+        same_as_cold("cold-2")
     finally:
         channel.close()
         core.stop()
