@@ -81,9 +81,8 @@ def _valid(close: float) -> bool:
 class WindowStats:
     """The metric set of bars [i, j) of a series, kept for the next version of that series."""
 
-    def __init__(self, series: Series, i: int, j: int, step_ms: int):
-        """Everything from the window's arrays (the cost of a full computation, once)."""
-        ts, close = series.span(i, j)
+    def __init__(self, series: Series, i: int, j: int, ts: np.ndarray, close: np.ndarray, step_ms: int):
+        """Everything from the window's arrays ``ts``/``close`` (the cost of a full computation, once)."""
         body_ts, body = ts[:-1], close[:-1]
         self.stamp: Stamp | None = series.stamp
         self.step_ms = step_ms
@@ -115,11 +114,12 @@ class WindowStats:
         if not (np.all(np.isfinite(close)) and np.all(close > 0) and np.all(ts[1:] > ts[:-1])):
             return None
         KEPT_STATS.labels("rebuilt").inc()
-        return cls(series, i, j, step_ms)
+        return cls(series, i, j, ts, close, step_ms)
 
     @property
     def nbytes(self) -> int:
-        return self.sorted.nbytes + 64 * (len(self.pmin) + len(self.pmax) + len(self.rmin) + len(self.rmax))
+        queued = len(self.pmin) + len(self.pmax) + len(self.rmin) + len(self.rmax) + len(self.gaps)
+        return self.sorted.nbytes + 100 * queued
 
     def _deepest(self, body: np.ndarray) -> None:
         """The body's deepest drawdown (first one on ties), from its prices."""
