@@ -17,7 +17,6 @@ import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import grpc
 import numpy as np
@@ -118,13 +117,14 @@ class Series:
     def nbytes(self) -> int:
         return 16 * len(self)
 
-    @cached_property
+    # Whole arrays: a copy when there is a tail (not kept, so the cache's size stays what it says).
+    @property
     def ts(self) -> np.ndarray:
-        return self.head_ts if not len(self.tail_ts) else np.concatenate([self.head_ts, self.tail_ts])
+        return self.span(0, len(self))[0]
 
-    @cached_property
+    @property
     def close(self) -> np.ndarray:
-        return self.head_close if not len(self.tail_ts) else np.concatenate([self.head_close, self.tail_close])
+        return self.span(0, len(self))[1]
 
     def unchanged_since(self, stamp: Stamp) -> int:
         """How many leading bars are identical to the version with ``stamp`` (0 if not derived from it)."""

@@ -58,7 +58,7 @@ class PairReturns:
     @classmethod
     def build(cls, a: Series, b: Series) -> PairReturns | None:
         """None when either series is not clean (the full computation drops and sorts)."""
-        (ts_a, close_a), (ts_b, close_b) = a.span(0, len(a)), b.span(0, len(b))  # not kept on the Series
+        (ts_a, close_a), (ts_b, close_b) = a.span(0, len(a)), b.span(0, len(b))
         if not (_clean(ts_a, close_a) and _clean(ts_b, close_b)):
             return None
         return cls(a, b, *_common(ts_a, close_a, ts_b, close_b))
