@@ -103,6 +103,24 @@ class CryptoLensClient:
             symbol=symbol, interval=interval, lookback=lookback, risk_free_rate=risk_free_rate))
         return _as_dict(reply)
 
+    def watch_prices(self, symbols: list[str], interval: str = "", after: str = "",
+                     retry_s: float = 0.5) -> Iterator[dict]:
+        """Last price, 24 h change and age per symbol as dicts: a snapshot of every symbol (without
+        ``after``), then one per update, for as long as the caller iterates. Reconnects from the
+        last ``resume_token`` whenever the stream ends, so no update is missed."""
+        token = after
+        while True:
+            request = core_pb2.WatchPricesRequest(symbols=list(symbols), interval=interval, after=token)
+            try:
+                for update in self._core.WatchPrices(request):
+                    token = update.resume_token
+                    yield _as_dict(update)
+            except grpc.RpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                                      grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise ServiceError(f"Core: {exc.code().name}: {exc.details()}") from None
+            time.sleep(retry_s)
+
     def timeseries(self, symbol: str, interval: str, lookback: str, max_points: int = 800) -> pd.DataFrame:
         reply = self._call("Core", self.core_addr, self._core.GetTimeseries, core_pb2.GetTimeseriesRequest(
             symbol=symbol, interval=interval, lookback=lookback, max_points=max_points))

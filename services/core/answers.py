@@ -12,7 +12,6 @@ import numpy as np
 
 from cryptolens.v1 import core_pb2
 from services.common import analytics
-from services.common.bars import find_gaps
 from services.common.convert import gaps_to_pb, now_ms, to_timestamp
 from services.common.errors import FailedPrecondition
 from services.common.intervals import DAY_MS, interval_ms, periods_per_year
@@ -30,16 +29,14 @@ def _set_finite(message, names, values: dict) -> None:
             setattr(message, name, float(value))
 
 
-def stats(symbol: str, interval: str, ts: np.ndarray, close: np.ndarray, rf: float, benchmark: str,
-          bench_ts: np.ndarray | None, bench_close: np.ndarray | None, version: int,
-          source: str) -> core_pb2.GetStatsResponse:
-    ppy = periods_per_year(interval)
-    values = analytics.compute_stats(ts, close, ppy, rf, bench_ts, bench_close)
+def stats_response(symbol: str, interval: str, benchmark: str, values: dict, start_ms: int, end_ms: int,
+                   version: int, source: str) -> core_pb2.GetStatsResponse:
+    """The response for a metric dict (``analytics.compute_stats``'s, plus the window's ``gaps``)."""
     step = interval_ms(interval)
     response = core_pb2.GetStatsResponse(
-        symbol=symbol, interval=interval, periods_per_year=ppy, data_version=version, source=source,
-        as_of=to_timestamp(now_ms()), benchmark=benchmark, start=to_timestamp(ts[0]), end=to_timestamp(ts[-1]),
-        count=int(values["count"]), gaps=gaps_to_pb(find_gaps(ts, step), step))
+        symbol=symbol, interval=interval, periods_per_year=periods_per_year(interval), data_version=version,
+        source=source, as_of=to_timestamp(now_ms()), benchmark=benchmark, start=to_timestamp(start_ms),
+        end=to_timestamp(end_ms), count=int(values["count"]), gaps=gaps_to_pb(values["gaps"], step))
     _set_finite(response, _STATS, values)
     for name, field in (("max_drawdown_ts", "max_drawdown_time"), ("worst_return_ts", "worst_return_time")):
         if values.get(name) is not None:

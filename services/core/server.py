@@ -9,15 +9,21 @@ Coverage and freshness are set on every answer as it leaves, so a cached answer'
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
+import re
+import weakref
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from prometheus_client import Gauge
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
@@ -25,22 +31,27 @@ from services.common import forecast as fc
 from services.common.config import ServiceSettings, positive, setting
 from services.common.convert import from_timestamp, now_ms
 from services.common.errors import InvalidArgument, FailedPrecondition, NotFound, Unavailable, short
+from services.common.events import last_id, read_stream
 from services.common.freshness import coverage_pb, freshness_pb
 from services.common.intervals import Window, check_interval, check_symbol, interval_ms
 from services.common.limits import MAX_PAGE_BARS, MAX_WINDOW_BARS
 from services.common.series import Series, SeriesSource, SeriesState
-from services.common.store import PriceStore
-from services.core import answers, forecast_answer, forecast_live
+from services.common.store import UPDATES_LOG, PriceStore
+from services.core import answers, forecast_answer, forecast_live, prices
 from services.core.result_cache import ResultCache, request_digest
+from services.core.pair_returns import PairReturns
+from services.core.window_stats import WindowStats, stats_values
 from services.core.windows import WindowSpec
 
 log = logging.getLogger("cryptolens.core")
 
 SERVICE_NAME = "cryptolens.v1.CoreService"
 MB = 1024 * 1024
-MAX_SYMBOLS = 50  # per GetCorrelation / GetPortfolioRisk request
+MAX_SYMBOLS = 50  # per GetCorrelation / GetPortfolioRisk / WatchPrices request
+_STREAM_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 SERIES_CACHE_BYTES = Gauge("cryptolens_core_series_cache_bytes", "Bytes of decoded price arrays held in memory")
+KEPT_STATS_BYTES = Gauge("cryptolens_core_kept_stats_bytes", "Bytes of GetStats windows kept for incremental updates")
 
 
 @dataclass
@@ -49,6 +60,7 @@ class CoreSettings(ServiceSettings):
     fetch_timeout_s: float = setting(30.0, "deadline of fetch-through calls to the Fetch service", positive)
     series_cache_mb: int = setting(128, "memory for decoded price arrays, in MB", positive)
     result_cache_mb: int = setting(32, "memory for cached answers, in MB", positive)
+    kept_stats_mb: int = setting(32, "memory for GetStats windows kept to update bar by bar, in MB", positive)
     compute_threads: int = setting(2, "worker threads for analytics (off the event loop)", positive)
 
     service_name = "core"
@@ -80,6 +92,10 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
                                    settings.series_cache_mb * MB)
         self.results = ResultCache(settings.result_cache_mb * MB)
         self._pool = ThreadPoolExecutor(settings.compute_threads, thread_name_prefix="core-compute")
+        # What GetStats keeps to answer the next version cheaply: per ("window", symbol, spec) and
+        # per ("pair", symbol, benchmark, interval), least recently used out.
+        self._kept: OrderedDict[tuple, WindowStats | PairReturns] = OrderedDict()
+        self._kept_locks: weakref.WeakValueDictionary[tuple, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def register(self, server) -> None:
         core_pb2_grpc.add_CoreServiceServicer_to_server(self, server)
@@ -108,13 +124,45 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         state = await self.series.ensure(symbol, spec.interval, _fetch_from(window, now), state)
         return Loaded(state, spec.resolve(state.info.last_ms, now))
 
-    async def _read(self, symbol: str, spec: WindowSpec, loaded: Loaded) -> Loaded:
+    async def _read_series(self, symbol: str, spec: WindowSpec, loaded: Loaded) -> Loaded:
         window = loaded.window
         series = await self.series.get(symbol, spec.interval, window.start_ms, end_ms=window.end_ms,
                                        state=loaded.state)
         SERIES_CACHE_BYTES.set(self.series.cached_bytes)
-        ts, close = series.window(window.start_ms, window.end_ms)
-        return Loaded(loaded.state, window, series, ts, close)
+        return Loaded(loaded.state, window, series)
+
+    async def _read(self, symbol: str, spec: WindowSpec, loaded: Loaded) -> Loaded:
+        loaded = await self._read_series(symbol, spec, loaded)
+        ts, close = loaded.series.window(loaded.window.start_ms, loaded.window.end_ms)
+        return Loaded(loaded.state, loaded.window, loaded.series, ts, close)
+
+    async def _stats_kept(self, symbol: str, spec: WindowSpec, loaded: Loaded, i: int, j: int, rf: float,
+                          benchmark: str, bench: Loaded | None):
+        """GetStats from what is kept for this window (and benchmark), brought up to these versions."""
+        lock_key = (symbol, spec.interval)
+        lock = self._kept_locks.get(lock_key)
+        if lock is None:
+            lock = self._kept_locks[lock_key] = asyncio.Lock()
+        window_key, pair_key = ("window", symbol, spec), ("pair", symbol, benchmark, spec.interval)
+        async with lock:
+            # Taken out while updated: a cancelled update leaves nothing half-done behind.
+            kept, pair = self._kept.pop(window_key, None), self._kept.pop(pair_key, None) if bench else None
+            values, kept, pair = await self._compute(stats_values, kept, pair, loaded.series,
+                                                     bench.series if bench else None, i, j, spec.interval, rf)
+            self._keep(window_key, kept)
+            self._keep(pair_key, pair)
+        series = loaded.series
+        return answers.stats_response(symbol, spec.interval, benchmark if bench else "", values,
+                                      int(series.span(i, i + 1)[0][0]), int(series.span(j - 1, j)[0][0]),
+                                      series.version, series.source)
+
+    def _keep(self, key: tuple, kept) -> None:
+        budget = self.settings.kept_stats_mb * MB
+        if kept is not None and kept.nbytes <= budget:
+            self._kept[key] = kept
+            while sum(k.nbytes for k in self._kept.values()) > budget:
+                self._kept.popitem(last=False)
+        KEPT_STATS_BYTES.set(sum(k.nbytes for k in self._kept.values()))
 
     def _coverage(self, loaded: Loaded, interval: str, first_ms, last_ms, bars: int, now: int):
         info = loaded.state.info
@@ -161,19 +209,15 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
             response = core_pb2.GetStatsResponse.FromString(raw)
             response.cached = True
         else:
-            loaded = await self._read(symbol, spec, loaded)
-            if len(loaded.ts) < 2:
-                raise FailedPrecondition(f"{symbol} {interval} has {len(loaded.ts)} bar(s) in the window; "
-                                         "need at least 2")
-            bench_ts = bench_close = None
+            loaded = await self._read_series(symbol, spec, loaded)
+            i, j = loaded.series.bounds(loaded.window.start_ms, loaded.window.end_ms)
+            if j - i < 2:
+                raise FailedPrecondition(f"{symbol} {interval} has {j - i} bar(s) in the window; need at least 2")
             bench = None
             if bench_state is not None:
-                bench_window = Window(int(loaded.ts[0]), int(loaded.ts[-1]) + 1)
-                bench = await self._read(benchmark, spec, Loaded(bench_state, bench_window))
-                bench_ts, bench_close = bench.ts, bench.close
-            response = await self._compute(
-                answers.stats, symbol, interval, loaded.ts, loaded.close, rf, benchmark if bench_state else "",
-                bench_ts, bench_close, loaded.series.version, loaded.series.source)
+                first, last = int(loaded.series.span(i, i + 1)[0][0]), int(loaded.series.span(j - 1, j)[0][0])
+                bench = await self._read_series(benchmark, spec, Loaded(bench_state, Window(first, last + 1)))
+            response = await self._stats_kept(symbol, spec, loaded, i, j, rf, benchmark, bench)
             if self._fresh_read(loaded, *([bench] if bench else [])):
                 self.results.put(key, response.SerializeToString())
         first = response.start.ToMilliseconds() if response.HasField("start") else None
@@ -315,6 +359,43 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
             await self._live_record(response, symbol, interval, start, state, now)
         response.freshness.CopyFrom(freshness_pb(last, interval, self.settings.stale_after_bars, now))
         return response
+
+    async def WatchPrices(self, request, context):
+        symbols = self._symbols(request.symbols, "symbols")
+        if not symbols:
+            raise InvalidArgument("symbols", "give at least one symbol to watch")
+        interval = check_interval(request.interval or self.settings.interval)
+        if request.after and not _STREAM_ID_RE.match(request.after):
+            raise InvalidArgument("after", f"{short(request.after)} is not a resume_token from WatchPrices")
+        after = request.after
+        if not after:
+            # The log position first, then the snapshot: a write in between is sent (again), never missed.
+            after = await last_id(self.redis, UPDATES_LOG)
+            for symbol in symbols:
+                try:
+                    yield await prices.read_price(self.series, symbol, interval, self.settings.stale_after_bars,
+                                                  after, snapshot=True)
+                except Unavailable:
+                    yield prices.unavailable_message(symbol, interval, self.settings.stale_after_bars, after)
+        wanted = set(symbols)
+        async for entry_id, fields in read_stream(self.redis, UPDATES_LOG, after):
+            event = json.loads(fields["event"])
+            if event["symbol"] in wanted and event["interval"] == interval:
+                message = await self._retrying(lambda e=event, i=entry_id: prices.read_price(
+                    self.series, e["symbol"], interval, self.settings.stale_after_bars, i, snapshot=False))
+                message.write_version = event["version"]
+                yield message
+
+    @staticmethod
+    async def _retrying(call):
+        """A Redis read for a stream: waits out an outage instead of ending the stream."""
+        delay = 0.2
+        while True:
+            try:
+                return await call()
+            except (RedisConnectionError, RedisTimeoutError, OSError, Unavailable):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _live_record(self, response, symbol: str, interval: str, start: int, state: SeriesState,
                            now: int) -> None:

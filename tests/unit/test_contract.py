@@ -55,7 +55,7 @@ def test_service_names_and_methods():
                 for module in FILES for s in module.DESCRIPTOR.services_by_name.values()}
     assert services["cryptolens.v1.FetchService"] == ["ListSymbols", "Backfill", "GetBars", "WatchBars"]
     assert services["cryptolens.v1.CoreService"] == ["GetStats", "GetTimeseries", "GetCorrelation",
-                                                     "GetPortfolioRisk", "GetForecast"]
+                                                     "GetPortfolioRisk", "GetForecast", "WatchPrices"]
     assert {"Evaluate", "ListRules", "CreateRule", "UpdateRule", "DeleteRule", "ListAlerts", "WatchAlerts",
             "Backtest"} <= set(services["cryptolens.v1.AlertsService"])
 

@@ -20,6 +20,42 @@ CORRELATION_METHOD_UNSPECIFIED: CorrelationMethod
 CORRELATION_METHOD_PEARSON: CorrelationMethod
 CORRELATION_METHOD_SPEARMAN: CorrelationMethod
 
+class WatchPricesRequest(_message.Message):
+    __slots__ = ("symbols", "interval", "after")
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    interval: str
+    after: str
+    def __init__(self, symbols: _Optional[_Iterable[str]] = ..., interval: _Optional[str] = ..., after: _Optional[str] = ...) -> None: ...
+
+class WatchPricesResponse(_message.Message):
+    __slots__ = ("symbol", "interval", "last", "change_24h", "change_24h_from", "freshness", "data_version", "source", "snapshot", "resume_token", "write_version")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_24H_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_24H_FROM_FIELD_NUMBER: _ClassVar[int]
+    FRESHNESS_FIELD_NUMBER: _ClassVar[int]
+    DATA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    WRITE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    interval: str
+    last: float
+    change_24h: float
+    change_24h_from: _timestamp_pb2.Timestamp
+    freshness: _common_pb2.Freshness
+    data_version: int
+    source: str
+    snapshot: bool
+    resume_token: str
+    write_version: int
+    def __init__(self, symbol: _Optional[str] = ..., interval: _Optional[str] = ..., last: _Optional[float] = ..., change_24h: _Optional[float] = ..., change_24h_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., freshness: _Optional[_Union[_common_pb2.Freshness, _Mapping]] = ..., data_version: _Optional[int] = ..., source: _Optional[str] = ..., snapshot: _Optional[bool] = ..., resume_token: _Optional[str] = ..., write_version: _Optional[int] = ...) -> None: ...
+
 class GetStatsRequest(_message.Message):
     __slots__ = ("symbol", "interval", "lookback", "start", "end", "risk_free_rate", "benchmark")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]

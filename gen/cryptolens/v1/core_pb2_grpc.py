@@ -62,6 +62,11 @@ class CoreServiceStub:
                 request_serializer=cryptolens_dot_v1_dot_core__pb2.GetForecastRequest.SerializeToString,
                 response_deserializer=cryptolens_dot_v1_dot_core__pb2.GetForecastResponse.FromString,
                 _registered_method=True)
+        self.WatchPrices = channel.unary_stream(
+                '/cryptolens.v1.CoreService/WatchPrices',
+                request_serializer=cryptolens_dot_v1_dot_core__pb2.WatchPricesRequest.SerializeToString,
+                response_deserializer=cryptolens_dot_v1_dot_core__pb2.WatchPricesResponse.FromString,
+                _registered_method=True)
 
 
 class CoreServiceServicer:
@@ -106,6 +111,15 @@ class CoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchPrices(self, request, context):
+        """Last price, 24 h change and age per symbol, for a page that follows prices without polling:
+        first one message per symbol (the current snapshot), then one per write to one of them.
+        Resumable: reconnect with the last `resume_token` as `after` to miss no update.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +147,11 @@ def add_CoreServiceServicer_to_server(servicer, server):
                     servicer.GetForecast,
                     request_deserializer=cryptolens_dot_v1_dot_core__pb2.GetForecastRequest.FromString,
                     response_serializer=cryptolens_dot_v1_dot_core__pb2.GetForecastResponse.SerializeToString,
+            ),
+            'WatchPrices': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPrices,
+                    request_deserializer=cryptolens_dot_v1_dot_core__pb2.WatchPricesRequest.FromString,
+                    response_serializer=cryptolens_dot_v1_dot_core__pb2.WatchPricesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +292,33 @@ class CoreService:
             '/cryptolens.v1.CoreService/GetForecast',
             cryptolens_dot_v1_dot_core__pb2.GetForecastRequest.SerializeToString,
             cryptolens_dot_v1_dot_core__pb2.GetForecastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPrices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cryptolens.v1.CoreService/WatchPrices',
+            cryptolens_dot_v1_dot_core__pb2.WatchPricesRequest.SerializeToString,
+            cryptolens_dot_v1_dot_core__pb2.WatchPricesResponse.FromString,
             options,
             channel_credentials,
             insecure,
