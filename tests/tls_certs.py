@@ -58,8 +58,9 @@ class TestCA:
                       .sign(self._key, hashes.SHA256()))
         self.cert = _write_cert(self._cert, folder / f"{name.replace(' ', '-').lower()}.pem")
 
-    def issue(self, stem: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), client: bool = False) -> Pair:
-        """A leaf certificate for ``hosts`` (server) or a client certificate named ``stem``."""
+    def issue(self, stem: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+              usages: tuple[str, ...] = ("server",)) -> Pair:
+        """A leaf certificate named ``stem``: a server's for ``hosts``, a client's, or both."""
         key = _key()
         now = datetime.datetime.now(datetime.timezone.utc)
         builder = (x509.CertificateBuilder()
@@ -69,11 +70,10 @@ class TestCA:
                    .not_valid_before(now - datetime.timedelta(minutes=5))
                    .not_valid_after(now + datetime.timedelta(days=1))
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
-        if client:
-            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        else:
+        if "server" in usages:
             names = [x509.IPAddress(ipaddress.ip_address(h)) if h[0].isdigit() else x509.DNSName(h) for h in hosts]
-            builder = (builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-                       .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        purposes = {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}
+        builder = builder.add_extension(x509.ExtendedKeyUsage([purposes[u] for u in usages]), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         return Pair(_write_cert(cert, self.folder / f"{stem}.pem"), _write_key(key, self.folder / f"{stem}-key.pem"))

@@ -18,6 +18,7 @@ from services.common.tls import ClientTLS, channel
 from tests.conftest import ROOT, RedisServer, free_port, require_tool
 from tests.integration.services import ServiceProcess, Stack
 from tests.tls_certs import TestCA
+from tests.unit.test_helm import container, mounted_env, render
 from ui.client import CryptoLensClient, ServiceError
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -59,7 +60,7 @@ def get_stats(addr: str, tls: ClientTLS, symbol: str, interval: str = "1h"):
 def certs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tls")
     ca = TestCA(folder)
-    return {"ca": ca, "server": ca.issue("server"), "client": ca.issue("client", client=True),
+    return {"ca": ca, "server": ca.issue("server"), "client": ca.issue("client", usages=("client",)),
             "stranger": TestCA(folder, "Stranger CA")}
 
 
@@ -162,7 +163,7 @@ def test_mtls_needs_a_client_certificate(mtls_fetch, certs):
     ca, client = str(certs["ca"].cert), certs["client"]
     addr = mtls_fetch["fetch"].addr
     assert refused(addr, ClientTLS(ca)).code() == grpc.StatusCode.UNAVAILABLE
-    stranger = certs["stranger"].issue("stranger-client", client=True)  # a certificate the CA never signed
+    stranger = certs["stranger"].issue("stranger-client", usages=("client",))  # a certificate the CA never signed
     assert refused(addr, ClientTLS(ca, str(stranger.cert), str(stranger.key))).code() == grpc.StatusCode.UNAVAILABLE
     assert health(addr, ClientTLS(ca, str(client.cert), str(client.key))) == SERVING
 
@@ -212,3 +213,31 @@ def test_a_bad_tls_file_stops_the_service_with_one_line(certs, tmp_path, case):
     for key in (server.key, other.key):  # never a key's content
         body = key.read_text().splitlines()[1]
         assert body not in result.stdout + result.stderr
+
+
+def test_the_charts_tls_probes_work_as_rendered(certs, redis_url, tmp_path):
+    """The chart with mTLS on: a Fetch configured by the rendered TLS environment, the mounted files
+    holding a real certificate, answers the rendered readiness and liveness exec probes."""
+    ca, name = certs["ca"], "grpc.cryptolens.internal"
+    both = ca.issue("chart", hosts=(name,), usages=("server", "client"))  # one certificate, as in the chart
+    docs = render({"tls": {"enabled": True, "secretName": "grpc-tls", "serverName": name, "mutual": True}})
+    files = {"grpc-tls": {"tls.crt": both.cert.read_text(), "tls.key": both.key.read_text(),
+                          "ca.crt": ca.cert.read_text()}}
+    rendered = mounted_env(docs, "cryptolens-fetch", tmp_path / "pod", files)
+    tls_env = {k: v for k, v in rendered.items() if k.startswith("CRYPTOLENS_TLS_")}
+    assert {"CRYPTOLENS_TLS_CLIENT_CA_FILE", "CRYPTOLENS_TLS_CLIENT_CERT_FILE"} <= set(tls_env)
+    fetch = Stack(redis_url, tmp_path, extra_env=tls_env).add("fetch", *FETCH_ARGS)
+    try:
+        wait_serving(fetch, ClientTLS.from_env(tls_env))
+        c = container(docs, "cryptolens-fetch")
+        for probe in ("readinessProbe", "livenessProbe"):
+            command = [part.replace(":50051", f":{fetch.grpc_port}") for part in c[probe]["exec"]["command"]]
+            result = subprocess.run(command, cwd=ROOT, env={**os.environ, **tls_env, "PATH": os.path.dirname(
+                sys.executable) + os.pathsep + os.environ["PATH"]}, capture_output=True, text=True, timeout=30)
+            assert result.returncode == 0 and "SERVING" in result.stdout, (probe, result.stderr)
+        without_cert = {k: v for k, v in tls_env.items() if "CLIENT_" not in k}  # a probe without the client cert
+        result = subprocess.run([sys.executable, "-m", "services.healthcheck", fetch.addr], cwd=ROOT,
+                                env={**os.environ, **without_cert}, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1 and "UNAVAILABLE" in result.stderr
+    finally:
+        fetch.stop()
