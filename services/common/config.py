@@ -15,6 +15,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
+from urllib.parse import urlsplit
 
 from services.common import redact
 from services.common.errors import InvalidArgument, short
@@ -85,6 +86,12 @@ def _log_level(value: str) -> str:
 def _redis_url(value: str) -> str:
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must start with redis://, rediss:// or unix://")
+    try:  # what the Redis client would otherwise fail on at start, with a traceback
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+        int(parts.path.strip("/") or 0) if parts.scheme != "unix" else None
+    except ValueError:
+        raise ValueError("is not a valid Redis URL (a port or database that is not a number?)") from None
     return value
 
 

@@ -32,8 +32,10 @@ def redis_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return HIDDEN
-    if not parts.netloc:  # unix:///path/to/socket
-        return urlunsplit((parts.scheme, "", parts.path, HIDDEN if parts.query else "", ""))
+    if parts.scheme == "unix" and not parts.netloc:  # unix:///path/to/socket
+        return f"unix://{parts.path}" + (f"?{HIDDEN}" if parts.query else "")
+    if not parts.scheme or not parts.netloc:  # not a URL: it may be the password alone
+        return HIDDEN
     return urlunsplit((parts.scheme, _netloc(parts), parts.path, HIDDEN if parts.query else "", ""))
 
 

@@ -4,7 +4,11 @@ that work with TLS on."""
 
 from __future__ import annotations
 
+import base64
+import re
+
 import pytest
+import yaml
 from helm_python import HelmRenderError, HelmValuesError
 
 from services.common.config import load_settings
@@ -93,3 +97,21 @@ def test_without_tls_the_probes_stay_native_grpc():
     for name in GRPC:
         c = container(render(), f"cryptolens-{name}")
         assert "grpc" in c["readinessProbe"] and not [k for k in env_of(c) if k.startswith("CRYPTOLENS_TLS_")]
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES)
+def test_every_secret_comes_from_a_secret_file(values_file):
+    """No pod spec carries a secret's value; a setting that is a secret is always a *_FILE."""
+    docs = render(ci_values(values_file))
+    values = [base64.b64decode(v).decode() for s in by_kind(docs, "Secret").values() for v in s.get("data", {}).values()]
+    for name, spec in pod_specs(docs).items():
+        text = yaml.safe_dump(spec)
+        assert not [v for v in values if v in text], name
+        for c in spec["containers"]:
+            for key, value in env_of(c).items():
+                if isinstance(value, dict):  # valueFrom: a Secret key in the environment
+                    assert "secretKeyRef" not in value or name.endswith("-redis"), (name, key)
+                    continue
+                assert not re.search(r"://[^/@]*@", value), (name, key)  # no credentials in a URL
+                if re.search(r"PASSWORD|API_KEY|WEBHOOK_URL|ALERTMANAGER_URL|TLS_.*KEY", key):
+                    assert key.endswith("_FILE") and value.startswith("/etc/"), (name, key)
