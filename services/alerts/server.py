@@ -25,8 +25,8 @@ from services.common.convert import from_timestamp, to_timestamp
 from services.common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.common.limits import MAX_WINDOW_BARS
 from services.common.series import SeriesSource
-from services.common.tls import ClientTLS
 from services.common.store import UPDATES_CHANNEL, PriceStore
+from services.common.tls import ClientTLS
 
 log = logging.getLogger("cryptolens.alerts")
 
@@ -61,9 +61,9 @@ class AlertsSettings(ServiceSettings):
     alert_intervals: list[str] = setting([], "more bar intervals the built-in rules judge besides --interval "
                                              "(comma separated; ids get a '.<interval>' suffix)", _intervals)
     webhook_url: str = setting("", "generic JSON webhook receiving every notified transition and resolve", _url,
-                              redact=redact.endpoint_url)
+                               redact=redact.endpoint_url)
     alertmanager_url: str = setting("", "Alertmanager base URL (POST /api/v2/alerts)", _url,
-                                   redact=redact.endpoint_url)
+                                    redact=redact.endpoint_url)
     alertmanager_resend_s: float = setting(60.0, "seconds between re-sends of firing alerts to Alertmanager; keep "
                                                  "it below Alertmanager's resolve_timeout (default 5m)", positive)
     notify_timeout_s: float = setting(5.0, "timeout of one notification request", positive)

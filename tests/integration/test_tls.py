@@ -189,7 +189,8 @@ def test_core_presents_its_client_certificate_to_fetch(mtls_fetch, certs):
 def serve_fetch(tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CRYPTOLENS_REDIS_URL": "redis://127.0.0.1:1/0"}
     return subprocess.run([sys.executable, "-m", "services.cli", "serve", "fetch", "--host", "127.0.0.1",
-                           "--grpc-port", str(free_port()), "--metrics-port", str(free_port()), "--provider", "simulated", *args],
+                           "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
+                           "--provider", "simulated", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -103,7 +103,8 @@ def test_without_tls_the_probes_stay_native_grpc():
 def test_every_secret_comes_from_a_secret_file(values_file):
     """No pod spec carries a secret's value; a setting that is a secret is always a *_FILE."""
     docs = render(ci_values(values_file))
-    values = [base64.b64decode(v).decode() for s in by_kind(docs, "Secret").values() for v in s.get("data", {}).values()]
+    values = [base64.b64decode(v).decode() for s in by_kind(docs, "Secret").values()
+              for v in s.get("data", {}).values()]
     for name, spec in pod_specs(docs).items():
         text = yaml.safe_dump(spec)
         assert not [v for v in values if v in text], name
