@@ -194,6 +194,7 @@ def test_no_secret_in_anything_the_run_produced(run):
     assert up.ctrl_c() == 0
     produced["cryptolens up output"] = up.log()
     assert "CryptoLens is up." in produced["cryptolens up output"]
+    assert f"grpcurl -cacert {run['ca'].cert} localhost:{up.port(50052)} list" in produced["cryptolens up output"]
     for path in data.rglob("*"):
         if path.is_file() and path.name != "redis-auth.conf":  # where the password lives, owner-only
             produced[str(path.relative_to(data))] = path.read_bytes().decode("latin-1")
