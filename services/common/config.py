@@ -89,7 +89,8 @@ def _redis_url(value: str) -> str:
     try:  # what the Redis client would otherwise fail on at start, with a traceback
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises on a port that is not a number
-        int(parts.path.strip("/") or 0) if parts.scheme != "unix" else None
+        if parts.scheme != "unix":
+            int(parts.path.strip("/") or 0)  # the database number
     except ValueError:
         raise ValueError("is not a valid Redis URL (a port or database that is not a number?)") from None
     return value
