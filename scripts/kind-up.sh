@@ -39,9 +39,11 @@ echo "kind-up: installing CryptoLens"
 upgrade=no
 helm status "$RELEASE" --namespace "$NAMESPACE" >/dev/null 2>&1 && upgrade=yes
 # kind's default StorageClass "standard" backs the Redis volume; the image is local (never pulled).
+# The ingress without authentication: kind-config.yaml maps it to this machine's loopback only.
 helm upgrade --install "$RELEASE" helm/cryptolens \
   --namespace "$NAMESPACE" --create-namespace \
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
+  --set ingress.enabled=true --set ui.auth.allowAnonymous=true \
   --wait --timeout 10m "$@"
 if [ "$upgrade" = yes ]; then  # a new image under the same tag: restart the app pods (not Redis) onto it
   app="app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component!=redis"

@@ -11,7 +11,9 @@ after a first run with the embedded server keeps the rules and history that run 
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -20,6 +22,7 @@ from pathlib import Path
 
 ENV = "CRYPTOLENS_REDIS_SERVER"
 STATE_FILE = "redis-server.json"  # in the data folder: the server that ran on it last, and its port
+AUTH_FILE = "redis-auth.conf"  # in the data folder, owner-only: the password the local Redis requires
 _VERSION_RE = re.compile(r"^(\w+) server v=(\d+)\.(\d+)\.(\d+)", re.IGNORECASE)
 
 
@@ -130,9 +133,32 @@ def choose_port(preferred: int, data_dir: Path) -> int:
     return free_port()
 
 
-def argv(server: ServerBinary, port: int, folder: Path) -> list[str]:
-    """Command line of a local, append-only Redis on loopback whose log goes into its folder."""
-    return [server.path, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+def auth_config(data_dir: Path) -> tuple[Path, str]:
+    """The Redis config file holding the local Redis' password, and the password.
+
+    Generated on the first run and kept (owner-only), so a ``redis-cli`` a person pointed at the
+    local Redis keeps working across runs. The password goes to Redis in this file, never on a
+    command line, where any user of the machine could read it.
+    """
+    path = data_dir / AUTH_FILE
+    try:
+        match = re.search(r"^requirepass (\w+)$", path.read_text(), re.MULTILINE)
+    except OSError:
+        match = None
+    if match:
+        return path, match.group(1)
+    password = secrets.token_hex(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("# The password of the Redis `cryptolens up` starts (generated; delete this file for a new one).\n"
+                f"requirepass {password}\n")
+    return path, password
+
+
+def argv(server: ServerBinary, port: int, folder: Path, config: Path) -> list[str]:
+    """Command line of a local, append-only Redis on loopback whose log goes into its folder; the
+    password is in ``config`` (``auth_config``)."""
+    return [server.path, str(config), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
             "--appendonly", "yes", "--save", "", "--loglevel", "warning", "--logfile", str(folder / "redis.log")]
 
 

@@ -25,7 +25,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services import local_redis
+from services.common import redact
 from services.common.config import DEFAULT_PORTS
+from services.common.tls import ClientTLS, TLSError, channel
 
 REDIS_PORT, UI_PORT = 6379, 8501
 DEFAULT_SYMBOLS, DEFAULT_INTERVAL = "BTC-USD,ETH-USD,SOL-USD", "1h"
@@ -78,7 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--csv-file", action="append", default=[], metavar="SYMBOL:INTERVAL=PATH",
                    help="a CSV file for the csv provider (repeatable); implies --provider csv")
     p.add_argument("--history-days", default="90", help="days of history to load on first sight")
-    p.add_argument("--redis-url", default="", help="use this Redis instead of starting one")
+    p.add_argument("--redis-url", default=os.environ.get("CRYPTOLENS_REDIS_URL", ""),
+                   help="use this Redis instead of starting one; one with a password in it belongs in "
+                        "the environment, not on the command line [CRYPTOLENS_REDIS_URL]")
     p.add_argument("--redis-server", default=os.environ.get(local_redis.ENV, ""), metavar="PATH",
                    help="the Redis server binary to start (default: the one that last ran on the data dir, else "
                         f"redis-server or valkey-server from PATH, else the embedded one) [{local_redis.ENV}]")
@@ -106,24 +110,33 @@ def _dying_with_parent(argv: list[str]) -> list[str]:
     return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
 
 
-def _grpc_serving(port: int) -> Callable[[], bool]:
+def _grpc_serving(port: int, tls: ClientTLS, credentials: grpc.ChannelCredentials | None) -> Callable[[], bool]:
     def check() -> bool:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with channel(f"127.0.0.1:{port}", tls, credentials=credentials) as conn:
             try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                reply = health_pb2_grpc.HealthStub(conn).Check(health_pb2.HealthCheckRequest(), timeout=1)
             except grpc.RpcError:
                 return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
     return check
 
 
-def _redis_answers(port: int) -> Callable[[], bool]:
-    """PING on a raw socket: an answer at once, no client retries (and LOADING is not ready)."""
+def _command(*words: str) -> bytes:
+    return f"*{len(words)}\r\n".encode() + b"".join(f"${len(w)}\r\n{w}\r\n".encode() for w in words)
+
+
+def _redis_answers(port: int, password: str) -> Callable[[], bool]:
+    """AUTH and PING on a raw socket: an answer at once, no client retries (and LOADING is not ready)."""
+    hello = _command("AUTH", password) + _command("PING")
+
     def check() -> bool:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(64).startswith(b"+PONG")
+                conn.sendall(hello)
+                reply = b""
+                while reply.count(b"\r\n") < 2 and (chunk := conn.recv(256)):
+                    reply += chunk
+                return reply == b"+OK\r\n+PONG\r\n"
         except OSError:
             return False
     return check
@@ -190,6 +203,7 @@ class Stack:
         self.redis_folder: Path | None = None
         self.redis_choice: tuple[Path, local_redis.ServerBinary, int] | None = None
         self.redis_note = ""
+        self.tls = ClientTLS.from_env()  # the services get CRYPTOLENS_TLS_* from this environment too
         self._lock = None
 
     # --- the plan ------------------------------------------------------------------------
@@ -221,14 +235,20 @@ class Stack:
         folder.mkdir(exist_ok=True)
         port = local_redis.choose_port(REDIS_PORT + self.args.port_offset, data)
         self.redis_choice = (data, server, port)  # remembered in the data dir once it has started
-        self.redis_url = f"redis://127.0.0.1:{port}/0"
-        self.redis_note = f"({server.kind} {server.version}, data in {folder})"
-        self.redis = Child("redis", local_redis.argv(server, port, folder), _redis_answers(port), background=True)
+        config, password = local_redis.auth_config(data)
+        self.redis_url = f"redis://:{password}@127.0.0.1:{port}/0"  # to the services in their environment only
+        self.redis_note = f"({server.kind} {server.version}, data in {folder}, password in {config})"
+        self.redis = Child("redis", local_redis.argv(server, port, folder, config), _redis_answers(port, password),
+                           background=True)
         self.redis_folder = folder
         self.children.append(self.redis)
 
     def plan_services(self) -> None:
         a = self.args
+        try:
+            credentials = self.tls.credentials()
+        except TLSError as exc:
+            raise SystemExit(f"cryptolens up: {exc}") from None
         env = {
             "CRYPTOLENS_REDIS_URL": self.redis_url, "CRYPTOLENS_HOST": a.host, "CRYPTOLENS_SYMBOLS": a.symbols,
             "CRYPTOLENS_INTERVAL": a.interval, "CRYPTOLENS_PROVIDER": a.provider,
@@ -240,7 +260,7 @@ class Stack:
             grpc_port, metrics_port = self.ports[name]
             self.children.append(Child(name, [sys.executable, "-m", "services.cli", "serve", name, "--grpc-port",
                                               str(grpc_port), "--metrics-port", str(metrics_port)],
-                                       _grpc_serving(grpc_port), env))
+                                       _grpc_serving(grpc_port, self.tls, credentials), env))
         if not a.no_ui:
             self.children.append(Child("ui", [sys.executable, "-m", "services.cli", "ui", "--port", str(self.ui_port),
                                               "--host", a.host],
@@ -316,8 +336,16 @@ class Stack:
                     proc.wait()
 
 
+def _grpcurl_flags(tls: ClientTLS) -> str:
+    if not tls.enabled:
+        return "-plaintext"
+    mtls = f" -cert {tls.cert_file} -key {tls.key_file}" if tls.cert_file else ""
+    return f"-cacert {tls.ca_file}{mtls}"
+
+
 def _banner(stack: Stack) -> str:
     f, c, a = (stack.ports[n] for n in ("fetch", "core", "alerts"))
+    flags = _grpcurl_flags(stack.tls)
     ui = "" if stack.args.no_ui else f"  Dashboard   http://localhost:{stack.ui_port}\n"
     return (
         "\nCryptoLens is up.\n"
@@ -325,12 +353,12 @@ def _banner(stack: Stack) -> str:
         f"  Fetch       localhost:{f[0]}   metrics http://localhost:{f[1]}/metrics\n"
         f"  Core        localhost:{c[0]}   metrics http://localhost:{c[1]}/metrics\n"
         f"  Alerts      localhost:{a[0]}   metrics http://localhost:{a[1]}/metrics\n"
-        f"  Redis       {stack.redis_url} {stack.redis_note}\n\n"
+        f"  Redis       {redact.redis_url(stack.redis_url)} {stack.redis_note}\n\n"
         "Try:\n"
-        f"  grpcurl -plaintext localhost:{c[0]} list\n"
-        f"  grpcurl -plaintext -d '{{\"symbol\":\"BTC-USD\",\"lookback\":\"30d\"}}' localhost:{c[0]} "
+        f"  grpcurl {flags} localhost:{c[0]} list\n"
+        f"  grpcurl {flags} -d '{{\"symbol\":\"BTC-USD\",\"lookback\":\"30d\"}}' localhost:{c[0]} "
         "cryptolens.v1.CoreService/GetStats\n"
-        f"  grpcurl -plaintext localhost:{a[0]} cryptolens.v1.AlertsService/ListAlerts\n\n"
+        f"  grpcurl {flags} localhost:{a[0]} cryptolens.v1.AlertsService/ListAlerts\n\n"
         "A process that dies is restarted. Ctrl-C stops everything.\n"
     )
 

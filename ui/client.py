@@ -13,6 +13,7 @@ from google.protobuf.json_format import MessageToDict
 
 from cryptolens.v1 import (alerts_pb2, alerts_pb2_grpc, core_pb2, core_pb2_grpc, fetch_pb2,
                            fetch_pb2_grpc)
+from services.common import tls
 
 
 class ServiceError(Exception):
@@ -21,7 +22,7 @@ class ServiceError(Exception):
 
 def _channel(addr: str) -> grpc.Channel:
     options = [("grpc.lb_policy_name", "round_robin")] if addr.startswith("dns:") else []
-    return grpc.insecure_channel(addr, options=options)
+    return tls.channel(addr, tls.ClientTLS.from_env(), options)  # TLS when CRYPTOLENS_TLS_CA_FILE is set
 
 
 def _as_dict(message) -> dict:

@@ -19,12 +19,14 @@ from services.alerts.engine import AlertEngine, transition_event
 from services.alerts.leases import Ownership
 from services.alerts.notify import Receiver
 from services.alerts.rules.model import checked_interval, checked_symbol
+from services.common import redact
 from services.common.config import ServiceSettings, positive, setting
 from services.common.convert import from_timestamp, to_timestamp
 from services.common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.common.limits import MAX_WINDOW_BARS
 from services.common.series import SeriesSource
 from services.common.store import UPDATES_CHANNEL, PriceStore
+from services.common.tls import ClientTLS
 
 log = logging.getLogger("cryptolens.alerts")
 
@@ -58,8 +60,10 @@ class AlertsSettings(ServiceSettings):
     history_limit: int = setting(10_000, "transitions kept in the history", positive)
     alert_intervals: list[str] = setting([], "more bar intervals the built-in rules judge besides --interval "
                                              "(comma separated; ids get a '.<interval>' suffix)", _intervals)
-    webhook_url: str = setting("", "generic JSON webhook receiving every notified transition and resolve", _url)
-    alertmanager_url: str = setting("", "Alertmanager base URL (POST /api/v2/alerts)", _url)
+    webhook_url: str = setting("", "generic JSON webhook receiving every notified transition and resolve", _url,
+                               redact=redact.endpoint_url)
+    alertmanager_url: str = setting("", "Alertmanager base URL (POST /api/v2/alerts)", _url,
+                                    redact=redact.endpoint_url)
     alertmanager_resend_s: float = setting(60.0, "seconds between re-sends of firing alerts to Alertmanager; keep "
                                                  "it below Alertmanager's resolve_timeout (default 5m)", positive)
     notify_timeout_s: float = setting(5.0, "timeout of one notification request", positive)
@@ -126,7 +130,8 @@ class AlertsService(alerts_pb2_grpc.AlertsServiceServicer):
         self.settings = settings
         self.redis = redis
         self.replica_id = settings.replica_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.series = SeriesSource(PriceStore(redis), settings.fetch_addr, settings.fetch_timeout_s, 256 * 1024 * 1024)
+        self.series = SeriesSource(PriceStore(redis), settings.fetch_addr, settings.fetch_timeout_s, 256 * 1024 * 1024,
+                                   ClientTLS.from_settings(settings))
         self.ownership = Ownership(redis, self.replica_id, settings.shards, settings.lease_ttl_s)
         self.engine = AlertEngine(redis, self.series, settings.symbols, [], settings.rules_file,
                                   settings.history_limit, [settings.interval, *settings.alert_intervals],

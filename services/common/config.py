@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from services.common import redact
 from services.common.errors import InvalidArgument, short
 from services.common.intervals import check_interval, check_symbol
 from services.common.redis_client import check_url
@@ -31,9 +32,11 @@ class SettingsError(ValueError):
     """A setting has a bad value; the message names the flag and the environment variable."""
 
 
-def setting(default: Any, help: str, check: Callable[[Any], Any] | None = None, **kw) -> Any:
-    """A settings field with help text and an optional validator returning the cleaned value."""
-    meta = {"help": help, "check": check}
+def setting(default: Any, help: str, check: Callable[[Any], Any] | None = None,
+            redact: Callable[[str], str] | None = None, **kw) -> Any:
+    """A settings field with help text, an optional validator returning the cleaned value and, for
+    a value that is or holds a secret, how to show it in an error line (services/common/redact.py)."""
+    meta = {"help": help, "check": check, "redact": redact}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: list(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -88,13 +91,14 @@ class ServiceSettings:
     grpc_port: int = setting(0, "gRPC port (0: the service's default)", port)
     metrics_port: int = setting(0, "Prometheus /metrics port (0: the service's default)", port)
     redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis URL: redis:// or rediss:// (one Redis), "
-                             "redis+cluster://h:p,h:p (a Cluster), redis+sentinel://h:p,h:p/master (Sentinel)",
-                             check_url)
+                             "redis+cluster://h:p,h:p (a Cluster), redis+sentinel://h:p,h:p/master (Sentinel); "
+                             "a password in it: prefer CRYPTOLENS_REDIS_URL_FILE", check_url, redact.redis_url)
     redis_username: str = setting("", "Redis ACL user (instead of the URL's)")
     redis_password: str = setting("", "Redis password (instead of the URL's; best from a file: "
-                                  "CRYPTOLENS_REDIS_PASSWORD_FILE)")
+                                  "CRYPTOLENS_REDIS_PASSWORD_FILE)", redact=redact.value)
     redis_ca_file: str = setting("", "CA certificate file that signs the Redis servers' TLS certificates")
-    redis_sentinel_password: str = setting("", "password of the Sentinels themselves, if they require one")
+    redis_sentinel_password: str = setting("", "password of the Sentinels themselves, if they require one",
+                                           redact=redact.value)
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR", _log_level)
     grace_s: float = setting(5.0, "seconds in-flight calls get on shutdown", positive)
     redis_check_s: float = setting(2.0, "seconds between Redis health checks", positive)
@@ -108,6 +112,14 @@ class ServiceSettings:
     interval: str = setting("1h", "default bar interval", _interval)
     stale_after_bars: int = setting(3, "a series is stale when its newest bar closed more than this many "
                                     "intervals ago", positive)
+    # gRPC TLS (services/common/tls.py): the server side, then the client side (calls to other services).
+    tls_cert_file: str = setting("", "PEM certificate the gRPC server presents (with --tls-key-file: TLS only)")
+    tls_key_file: str = setting("", "PEM private key of --tls-cert-file")
+    tls_client_ca_file: str = setting("", "PEM CA that signs client certificates: set, clients need one (mTLS)")
+    tls_ca_file: str = setting("", "PEM CA this service's gRPC clients verify servers with (set: TLS)")
+    tls_client_cert_file: str = setting("", "PEM certificate this service's gRPC clients present (mTLS)")
+    tls_client_key_file: str = setting("", "PEM private key of --tls-client-cert-file")
+    tls_server_name: str = setting("", "name the servers' certificates carry, when not the address' host")
 
     service_name: typing.ClassVar[str] = ""
 
@@ -169,12 +181,13 @@ def load_settings(cls: type, flags: Mapping[str, Any] | None = None, env: Mappin
     values = {}
     for f in dataclasses.fields(cls):
         env_name = ENV_PREFIX + f.name.upper()
+        hide = f.metadata.get("redact")
         if flags.get(f.name) is not None:
             raw, origin = flags[f.name], "--" + f.name.replace("_", "-")
-            shown = short(raw)
+            shown = short(hide(raw) if hide else raw)
         elif env_name in env:
             raw, origin = env[env_name], env_name
-            shown = short(raw)
+            shown = short(hide(raw) if hide else raw)
         elif env_name + "_FILE" in env:
             origin = env_name + "_FILE"
             raw, shown = _read_setting_file(origin, env[origin]), short(env[origin])  # a secret: show the path

@@ -50,6 +50,13 @@ def check_url(value: str) -> str:
     if not value.startswith(SCHEMES):
         raise ValueError("must start with " + ", ".join(SCHEMES[:-1]) + " or " + SCHEMES[-1])
     scheme = value.split("://", 1)[0]
+    if scheme in ("redis", "rediss"):  # what the client would otherwise fail on at start, with a traceback
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+            int(parts.path.strip("/") or 0)  # the database number
+        except ValueError:
+            raise ValueError("is not a valid Redis URL (a port or database that is not a number?)") from None
     if "+" in scheme:  # a bad host list or a missing master name fails at start, not on the first call
         parts = urlsplit(value)
         _hosts(parts)

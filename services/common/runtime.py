@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from services.common.config import ServiceSettings
 from services.common import reflection as documented_reflection
+from services.common import tls
 from services.common.errors import InvalidArgument, ServiceError, cap_message
 from services.common.logs import setup_logging
 from services.common.redis_client import Reachability, from_settings, is_outage
@@ -260,6 +261,10 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         s = self.settings
+        try:  # before anything listens: a bad TLS file stops the process with one line
+            credentials = tls.server_credentials(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
+        except tls.TLSError as exc:
+            raise ConfigurationError(str(exc)) from None
         self.service.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         documented_reflection.enable(self.server, (*self.service.full_names, health.SERVICE_NAME))
@@ -273,8 +278,10 @@ class ServiceRuntime:
             except OSError as exc:
                 raise StartupError(f"metrics port {s.host}:{s.metrics_port} is unavailable: {exc.strerror}") from None
         _check_port_free(s.host, s.grpc_port)
-        try:
-            self.port = self.server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        address = f"{s.host}:{s.grpc_port}"
+        try:  # with TLS on there is no plaintext port at all
+            self.port = (self.server.add_secure_port(address, credentials) if credentials
+                         else self.server.add_insecure_port(address))
         except RuntimeError:
             self.port = 0
         if not self.port:
@@ -282,8 +289,8 @@ class ServiceRuntime:
         await self.server.start()
         self._watchdog = asyncio.create_task(self._watch_redis(), name="redis-watchdog")
         await self.service.start()
-        log.info("serving", extra={"grpc_port": self.port, "metrics_port": s.metrics_port,
-                                   "services": list(self.service.full_names)})
+        log.info("serving", extra={"grpc_port": self.port, "metrics_port": s.metrics_port, "tls": bool(credentials),
+                                   "mtls": bool(s.tls_client_ca_file), "services": list(self.service.full_names)})
 
     async def _watch_redis(self) -> None:
         """Flip health with Redis reachability; the service hears about every change.

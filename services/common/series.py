@@ -27,6 +27,7 @@ from services.common.convert import to_timestamp
 from services.common.errors import NotFound, ResourceExhausted, Unavailable
 from services.common.events import last_id
 from services.common.store import UPDATES_LOG, PriceStore, SeriesInfo, info_from_meta, series_key
+from services.common.tls import ClientTLS, aio_channel
 
 # How long "Fetch has nothing older than the first stored bar" is believed before asking again:
 # long after Fetch answered, short after it failed (a blip must not make a window short for long).
@@ -175,9 +176,12 @@ class _NoEarlier:
 class SeriesSource:
     """Series through a bounded LRU of decoded arrays; reads only the asked window of a large series."""
 
-    def __init__(self, store: PriceStore, fetch_addr: str, fetch_timeout_s: float, max_bytes: int):
+    def __init__(self, store: PriceStore, fetch_addr: str, fetch_timeout_s: float, max_bytes: int,
+                 tls: ClientTLS = ClientTLS()):
         self.store = store
         self.fetch_addr = fetch_addr
+        self.tls = tls
+        self._credentials = tls.credentials()  # files read (and checked) once, at start
         self.fetch_timeout_s = fetch_timeout_s
         self.max_bytes = max_bytes
         # A series up to this size is read whole (later windows of it are then memory hits).
@@ -201,7 +205,7 @@ class SeriesSource:
     def _fetch_stub(self) -> fetch_pb2_grpc.FetchServiceStub:
         if self._channel is None:
             options = [("grpc.lb_policy_name", "round_robin")] if self.fetch_addr.startswith("dns:") else []
-            self._channel = grpc.aio.insecure_channel(self.fetch_addr, options=options)
+            self._channel = aio_channel(self.fetch_addr, self.tls, options, self._credentials)
         return fetch_pb2_grpc.FetchServiceStub(self._channel)
 
     async def close(self) -> None:

@@ -37,6 +37,7 @@ from services.common.intervals import Window, check_interval, check_symbol, inte
 from services.common.limits import MAX_PAGE_BARS, MAX_WINDOW_BARS
 from services.common.series import Series, SeriesSource, SeriesState
 from services.common.store import UPDATES_LOG, PriceStore
+from services.common.tls import ClientTLS
 from services.core import answers, forecast_answer, forecast_live, prices
 from services.core.result_cache import ResultCache, request_digest
 from services.core.pair_returns import PairReturns
@@ -89,7 +90,7 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         self.settings = settings
         self.redis = redis
         self.series = SeriesSource(PriceStore(redis), settings.fetch_addr, settings.fetch_timeout_s,
-                                   settings.series_cache_mb * MB)
+                                   settings.series_cache_mb * MB, ClientTLS.from_settings(settings))
         self.results = ResultCache(settings.result_cache_mb * MB)
         self._pool = ThreadPoolExecutor(settings.compute_threads, thread_name_prefix="core-compute")
         # What GetStats keeps to answer the next version cheaply: per ("window", symbol, spec) and

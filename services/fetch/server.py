@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from cryptolens.v1 import fetch_pb2, fetch_pb2_grpc
+from services.common import redact
 from services.common.bars import find_gaps
 from services.common.config import ServiceSettings, non_negative, positive, setting
 from services.common.convert import bars_to_pb, from_timestamp, gaps_to_pb, now_ms, to_timestamp
@@ -95,7 +96,8 @@ class FetchSettings(ServiceSettings):
     seed: int = setting(7, "seed of the simulated provider")
     provider_timeout_s: float = setting(120.0, "seconds one provider may take for a range before failover",
                                         non_negative)
-    coingecko_api_key: str = setting("", "CoinGecko demo/pro API key (optional)")
+    coingecko_api_key: str = setting("", "CoinGecko demo/pro API key (optional; prefer a _FILE)",
+                                     redact=redact.value)
     coingecko_url: str = setting("https://api.coingecko.com/api/v3", "CoinGecko base URL")
     binance_url: str = setting("https://api.binance.com", "Binance base URL")
     kraken_url: str = setting("https://api.kraken.com", "Kraken base URL")

@@ -119,7 +119,10 @@ class Up:
 
     @property
     def redis_url(self) -> str:
-        return re.search(r"Redis\s+(redis://\S+)", self.log()).group(1)
+        """The banner shows the URL without its password; the password is in the file it names."""
+        shown = re.search(r"Redis\s+(redis://\S+)", self.log()).group(1)
+        auth = Path(re.search(r"password in (\S+)\)", self.log()).group(1)).read_text()
+        return shown.replace("***", re.search(r"^requirepass (\S+)$", auth, re.MULTILINE).group(1))
 
     def ctrl_c(self, timeout: float = 20.0) -> int:
         """SIGINT to the whole process group, as a terminal's Ctrl-C; every child must be gone after."""

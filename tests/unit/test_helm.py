@@ -238,7 +238,9 @@ def test_grpc_components_get_probes_ports_and_scrape_annotations():
 
 
 def test_ingress_routes_to_the_dashboard():
-    ingress = by_kind(render(), "Ingress")["cryptolens"]["spec"]
+    assert by_kind(render(), "Ingress") == {}  # off by default: it needs ui.auth (test_chart_security.py)
+    local = {"ingress": {"enabled": True}, "ui": {"auth": {"allowAnonymous": True}}}  # scripts/kind-up.sh
+    ingress = by_kind(render(local), "Ingress")["cryptolens"]["spec"]
     assert ingress["ingressClassName"] == "nginx" and "tls" not in ingress
     rule = ingress["rules"][0]
     assert "host" not in rule  # any host: http://localhost/ on kind
@@ -325,7 +327,8 @@ def test_references_between_objects_resolve(values_file):
 
 USER_SECRETS = {"coingecko": {"api-key": "CG-k3y"}, "cryptolens-webhook": {"url": "https://hooks.example.com/T0KEN"},
                 "cryptolens-alertmanager": {"url": "http://alertmanager.monitoring:9093"},
-                "my-redis": {"url": "rediss://:pw@my-redis.data.svc:6380/1"}}
+                "my-redis": {"url": "rediss://:pw@my-redis.data.svc:6380/1"},
+                "cryptolens-grpc-tls": {"tls.crt": "CERT", "tls.key": "KEY", "ca.crt": "CA"}}
 
 
 def test_environment_is_what_the_services_read(tmp_path):

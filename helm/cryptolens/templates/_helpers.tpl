@@ -98,6 +98,48 @@ after its setting. Call with (dict "root" $ "component" "fetch"); empty when the
     items: [{key: {{ .key }}, path: alertmanager-url}]
 {{- end }}{{ end }}
 {{- end }}
+{{- include "cryptolens.tlsSource" .root }}
+{{- end -}}
+
+{{/* The gRPC TLS Secret as a projected-volume source; empty while tls.enabled is false. */}}
+{{- define "cryptolens.tlsSource" -}}
+{{- with .Values.tls }}{{ if .enabled }}
+- secret:
+    name: {{ required "tls.enabled needs tls.secretName: a Secret with tls.crt, tls.key and ca.crt" .secretName }}
+    items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}, {key: ca.crt, path: ca.crt}]
+{{- end }}{{ end }}
+{{- end -}}
+
+{{/*
+TLS settings of a pod, files of the tlsSource. Servers (the gRPC components) get their certificate
+and key; every client the CA and the name to verify, and for mTLS its own certificate (the same
+one). Call with (dict "root" $ "server" true|false); empty while tls.enabled is false.
+*/}}
+{{- define "cryptolens.tlsEnv" -}}
+{{- $t := .root.Values.tls -}}
+{{- if $t.enabled }}
+{{- $dir := include "cryptolens.secretsDir" .root }}
+- name: CRYPTOLENS_TLS_CA_FILE
+  value: {{ $dir }}/ca.crt
+- name: CRYPTOLENS_TLS_SERVER_NAME
+  value: {{ required "tls.enabled needs tls.serverName: the DNS name the certificate carries" $t.serverName | quote }}
+{{- if .server }}
+- name: CRYPTOLENS_TLS_CERT_FILE
+  value: {{ $dir }}/tls.crt
+- name: CRYPTOLENS_TLS_KEY_FILE
+  value: {{ $dir }}/tls.key
+{{- if $t.mutual }}
+- name: CRYPTOLENS_TLS_CLIENT_CA_FILE
+  value: {{ $dir }}/ca.crt
+{{- end }}
+{{- end }}
+{{- if $t.mutual }}
+- name: CRYPTOLENS_TLS_CLIENT_CERT_FILE
+  value: {{ $dir }}/tls.crt
+- name: CRYPTOLENS_TLS_CLIENT_KEY_FILE
+  value: {{ $dir }}/tls.key
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* The address of a gRPC component for clients: DNS over the headless Service, round-robin. */}}
@@ -160,6 +202,7 @@ Environment only gRPC components read; every secret is a *_FILE naming a file of
 {{- define "cryptolens.componentEnv" -}}
 {{- $v := .root.Values -}}
 {{- $dir := include "cryptolens.secretsDir" .root -}}
+{{- include "cryptolens.tlsEnv" (dict "root" .root "server" true) }}
 {{- if and $v.externalRedis.url (not $v.externalRedis.urlSecret.name) }}
 - name: CRYPTOLENS_REDIS_URL
   value: {{ $v.externalRedis.url | quote }}
