@@ -1,0 +1,129 @@
+"""One exchange stream connection, kept alive: connect, subscribe, read, and reconnect on any loss.
+
+- Reconnect with exponential backoff and full jitter (``backoff_s`` doubling up to ``backoff_max_s``,
+  each wait drawn from [delay/2, delay]); the delay resets once a connection has delivered data.
+- Subscribe messages go out right after the handshake (Coinbase drops a client silent for 5 s).
+- Liveness: websocket pings every 20 s with a 60 s pong limit (Binance's own rule; the library
+  also answers the server's pings); ``silence_s`` (Kraken and Coinbase heartbeats, ~1 s) closes a
+  feed that went quiet; ``max_age_s`` retires a connection before an exchange's limit (Binance 24 h);
+  a ``shutdown`` frame reconnects at once.
+- Frames are handed to ``on_frame`` one by one; a malformed one is counted and skipped.
+``on_up`` runs after each subscribe, ``on_down`` after each loss: the manager's repair hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Awaitable, Callable
+
+import websockets
+
+from services.fetch.streams.messages import BadFrame, Parsed
+from services.fetch.streams.metrics import CONNECTED, FRAMES, LAG, RECONNECTS
+
+log = logging.getLogger("cryptolens.fetch.streams")
+
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 60.0
+OPEN_TIMEOUT_S = 10.0
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+KINDS = ("trade", "kline", "heartbeat", "control", "ignored", "error", "shutdown", "malformed")
+
+
+class _Retire(Exception):
+    """The connection is closed on purpose (silence, age limit, shutdown notice)."""
+
+
+class StreamConnection:
+    def __init__(self, adapter, on_frame: Callable[[Parsed, int], None],
+                 on_up: Callable[[], Awaitable[None]], on_down: Callable[[], None],
+                 backoff_s: float = 1.0, backoff_max_s: float = 60.0, silence_s: float | None = None,
+                 max_age_s: float | None = None):
+        self.adapter = adapter
+        self.on_frame, self.on_up, self.on_down = on_frame, on_up, on_down
+        self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
+        # Only feeds with an application heartbeat can be judged by silence (Binance klines stop on quiet pairs).
+        self.silence_s = (silence_s or adapter.silence_s) if adapter.silence_s else 0.0
+        self.max_age_s = adapter.max_age_s if max_age_s is None else max_age_s
+        name = adapter.name
+        self.frames = {k: FRAMES.labels(name, k) for k in KINDS}
+        self.connected, self.reconnects, self.lag = CONNECTED.labels(name), RECONNECTS.labels(name), LAG.labels(name)
+        self.connected.set(0)
+        self.connections = 0
+
+    async def run(self) -> None:
+        delay = self.backoff_s
+        while True:
+            self._got_data = False
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                self.connected.set(0)
+                raise
+            except (OSError, asyncio.TimeoutError, websockets.WebSocketException, _Retire) as exc:
+                log.warning("stream connection lost; reconnecting",
+                            extra={"provider": self.adapter.name, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+            self.connected.set(0)
+            self.on_down()
+            self.reconnects.inc()
+            delay = self.backoff_s if self._got_data else min(delay * 2, self.backoff_max_s)
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+
+    async def _session(self) -> None:
+        """One connection, until it fails or is retired (always by an exception)."""
+        async with websockets.connect(self.adapter.url(), ping_interval=PING_INTERVAL_S, ping_timeout=PING_TIMEOUT_S,
+                                      open_timeout=OPEN_TIMEOUT_S, max_size=MAX_FRAME_BYTES,
+                                      compression=None) as ws:
+            self.adapter.reset()
+            for message in self.adapter.subscribe_messages():
+                await ws.send(message)
+            self.connections += 1
+            self.connected.set(1)
+            log.info("stream connected", extra={"provider": self.adapter.name, "url": self.adapter.url()[:200]})
+            await self.on_up()
+            opened = last = time.monotonic()
+            watchdog = asyncio.create_task(self._watch(ws, lambda: last, opened))
+            try:
+                async for text in ws:
+                    last = time.monotonic()
+                    self._got_data = True
+                    self._frame(text)
+            finally:
+                watchdog.cancel()
+            if watchdog.done() and not watchdog.cancelled() and watchdog.exception():
+                raise watchdog.exception()
+        raise websockets.ConnectionClosed(ws.close_rcvd, ws.close_sent)
+
+    async def _watch(self, ws, last_frame: Callable[[], float], opened: float) -> None:
+        """Closes a feed that went silent or reached its age limit."""
+        while True:
+            await asyncio.sleep(min(1.0, self.silence_s or 1.0))
+            now = time.monotonic()
+            reason = ""
+            if self.silence_s and now - last_frame() > self.silence_s:
+                reason = f"no frame for {self.silence_s:g} s"
+            elif self.max_age_s and now - opened > self.max_age_s:
+                reason = f"connection retired after {self.max_age_s:g} s (exchange limit)"
+            if reason:
+                await ws.close(1000, reason[:100])
+                raise _Retire(reason)
+
+    def _frame(self, text) -> None:
+        try:
+            parsed = self.adapter.parse(text)
+        except BadFrame as exc:
+            self.frames["malformed"].inc()
+            log.debug("malformed frame skipped", extra={"provider": self.adapter.name, "error": str(exc)[:120]})
+            return
+        self.frames[parsed.kind].inc()
+        now = int(time.time() * 1000)
+        if parsed.event_ms is not None:
+            self.lag.set(max(0.0, (now - parsed.event_ms) / 1000))
+        if parsed.kind == "error":
+            log.warning("exchange stream error frame", extra={"provider": self.adapter.name, "frame": str(text)[:200]})
+        self.on_frame(parsed, now)
+        if parsed.kind == "shutdown":
+            raise _Retire("the exchange announced a shutdown")
