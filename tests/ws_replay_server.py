@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import SHARED_DATA
 
@@ -149,6 +150,8 @@ class WsReplayServer:
                     return
             await self._send_session(ws, conn)
             await ws.wait_closed()
+        except ConnectionClosed:
+            pass  # the client left
         finally:
             reader.cancel()
 

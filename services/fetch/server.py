@@ -173,7 +173,9 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
         self.scheduler = Scheduler(self.ingestor, self.leases, settings.symbols, settings.interval,
                                    settings.history_days, settings.refresh_s, files)
         self._scheduler_task: asyncio.Task | None = None
-        self.streams = build_stream_manager(settings, self.providers, self.store, self.scheduler.refresh)
+        self.streams = build_stream_manager(settings, self.providers, self.ingestor, self.scheduler.refresh)
+        if self.streams is not None:
+            self.scheduler.streamed_from = self.streams.streamed_from
         self._stream_task: asyncio.Task | None = None
         self._no_earlier: dict[tuple[str, str], int] = {}  # earliest start already asked for, with nothing older
 

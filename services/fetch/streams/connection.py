@@ -63,7 +63,7 @@ class StreamConnection:
             except asyncio.CancelledError:
                 self.connected.set(0)
                 raise
-            except (OSError, asyncio.TimeoutError, websockets.WebSocketException, _Retire) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever broke this connection, the next one may work
                 log.warning("stream connection lost; reconnecting",
                             extra={"provider": self.adapter.name, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
             self.connected.set(0)
@@ -95,7 +95,7 @@ class StreamConnection:
                 watchdog.cancel()
             if watchdog.done() and not watchdog.cancelled() and watchdog.exception():
                 raise watchdog.exception()
-        raise websockets.ConnectionClosed(ws.close_rcvd, ws.close_sent)
+            raise _Retire(f"closed: {ws.close_reason or ws.close_code}")
 
     async def _watch(self, ws, last_frame: Callable[[], float], opened: float) -> None:
         """Closes a feed that went silent or reached its age limit."""

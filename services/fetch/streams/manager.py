@@ -7,8 +7,9 @@ same merge rules and update events as REST polling: the open bar is written FLAG
 
 Repair: after every (re)connect, each symbol's minutes since the open of its coarsest open bar
 are seeded from the same exchange's REST klines (frames arriving meanwhile are held and applied
-after), then the scheduler's refresh runs for each streamed series, which back-fills anything
-missed while the stream was down (its gap repair). A Coinbase trade-id gap triggers the same.
+after); then, per streamed series, the bars between the newest stored one and where the stream
+now begins are fetched from REST (what was missed while the stream was down), and the
+scheduler's refresh runs (first backfill, older gaps). A Coinbase trade-id gap triggers the same.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import logging
 import time
 from typing import Awaitable, Callable
 
-from services.common.intervals import MINUTE_MS
-from services.common.store import PriceStore
+from services.common.intervals import MINUTE_MS, interval_ms
+from services.fetch.ingest import Ingestor
 from services.fetch.providers.base import Provider
 from services.fetch.providers.registry import LIVE_CHAIN
 from services.fetch.streams.binance import BinanceStream
@@ -45,10 +46,11 @@ def _now_ms() -> int:
 
 
 class StreamManager:
-    def __init__(self, store: PriceStore, rest: dict[str, Provider], assignments: dict[str, list[str]],
+    def __init__(self, ingestor: Ingestor, rest: dict[str, Provider], assignments: dict[str, list[str]],
                  urls: dict[str, str], intervals: list[str], repair: Repair, *, grace_s: float = 5.0,
                  backoff_s: float = 1.0, silence_s: float | None = None, max_age_s: float | None = None):
-        self.store, self.rest, self.repair, self.intervals = store, rest, repair, intervals
+        self.ingestor, self.store = ingestor, ingestor.store
+        self.rest, self.repair, self.intervals = rest, repair, intervals
         symbols = [s for group in assignments.values() for s in group]
         self.builder = BarBuilder(symbols, intervals, int(grace_s * 1000))
         self.provider_of = {s: name for name, group in assignments.items() for s in group}
@@ -78,6 +80,12 @@ class StreamManager:
         for task in [*self._tasks, *self._repairs]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    def streamed_from(self, symbol: str, interval: str) -> int | None:
+        """Open time from which the stream writes this series now (None: it does not)."""
+        if interval not in self.intervals or symbol not in self.provider_of:
+            return None
+        return self.builder.state[symbol].covered_from
 
     # --- frames --------------------------------------------------------------------------
     def _on_frame(self, parsed: Parsed, now_ms: int) -> None:
@@ -136,10 +144,21 @@ class StreamManager:
         for symbol in symbols:
             for interval in self.intervals:
                 try:
+                    await self._fill_to_stream(symbol, interval)
                     await self.repair(symbol, interval)
                 except Exception as exc:  # noqa: BLE001 - REST down: the next refresh tick tries again
                     log.warning("gap repair after reconnect failed; the scheduler retries",
                                 extra={"symbol": symbol, "interval": interval, "error": str(exc)[:200]})
+
+    async def _fill_to_stream(self, symbol: str, interval: str) -> None:
+        """REST bars from the newest stored one up to where the stream's bars begin."""
+        covered = self.builder.state[symbol].covered_from
+        if covered is None:
+            return
+        async with self.ingestor.lock(symbol, interval):
+            newest, _ = await self.store.read_page(symbol, interval, None, covered, 1, newest=True, columns=("ts",))
+            if len(newest) and int(newest["ts"][-1]) + interval_ms(interval) < covered:
+                await self.ingestor.ingest(symbol, interval, int(newest["ts"][-1]), covered)
 
     async def _seed(self, provider: str, symbol: str) -> None:
         sent = _now_ms()
@@ -187,7 +206,8 @@ def streamable(provider_setting: str) -> bool:
     return bool(names & set(ADAPTERS))
 
 
-def build_stream_manager(settings, providers: list[Provider], store: PriceStore, repair: Repair) -> StreamManager | None:
+def build_stream_manager(settings, providers: list[Provider], ingestor: Ingestor,
+                         repair: Repair) -> StreamManager | None:
     """The manager for a Fetch's settings, or None when streams are off or no exchange can stream."""
     rest = {p.name: p for p in providers if p.name in ADAPTERS and p.origin == "live"}
     if settings.stream == "off" or not rest:
@@ -195,6 +215,6 @@ def build_stream_manager(settings, providers: list[Provider], store: PriceStore,
     streamer = next(p.name for p in providers if p.name in rest)  # the first in the chain
     urls = {"binance": settings.binance_ws_url, "kraken": settings.kraken_ws_url, "coinbase": settings.coinbase_ws_url}
     intervals = list(dict.fromkeys([settings.interval, *settings.stream_intervals]))
-    return StreamManager(store, rest, {streamer: list(settings.symbols)}, urls, intervals, repair,
+    return StreamManager(ingestor, rest, {streamer: list(settings.symbols)}, urls, intervals, repair,
                          grace_s=settings.stream_grace_s, backoff_s=settings.stream_backoff_s,
                          silence_s=settings.stream_silence_s or None, max_age_s=settings.stream_max_age_s or None)
