@@ -6,6 +6,7 @@
         ws.disconnect_after = 100     # the connection is closed after 100 frames (once)
         ws.silence_after = 20         # after 20 frames: nothing more, connection left open (once)
         ws.subscribe_within_s = 5     # close a client that sent nothing within 5 s (Coinbase)
+    WsReplayServer(..., ping_interval_s=20, ping_timeout_s=60)  # Binance's rule: ping, close without a pong
         ... client connects to ws.url ...
         ws.connections                # one record per connection: path, messages received, frames sent
 
@@ -83,7 +84,9 @@ class Connection:
 
 
 class WsReplayServer:
-    def __init__(self, session: str, speed: float = 1.0, *, data_dir: Path = WS_DATA):
+    def __init__(self, session: str, speed: float = 1.0, *, data_dir: Path = WS_DATA,
+                 ping_interval_s: float | None = None, ping_timeout_s: float | None = None):
+        self.ping_interval_s, self.ping_timeout_s = ping_interval_s, ping_timeout_s
         lines = (data_dir / session).read_text().splitlines()
         ts_file = data_dir / session.replace(".jsonl", ".ts.txt")
         times = [float(t) for t in ts_file.read_text().split()] if ts_file.exists() else [0.0] * len(lines)
@@ -129,7 +132,8 @@ class WsReplayServer:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        async with serve(self._handle, "127.0.0.1", 0, compression=None) as server:
+        async with serve(self._handle, "127.0.0.1", 0, compression=None, ping_interval=self.ping_interval_s,
+                         ping_timeout=self.ping_timeout_s) as server:
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()
             await self._stop.wait()

@@ -171,6 +171,25 @@ def test_a_disconnect_is_counted_and_the_gap_repaired_from_rest(redis_url, tmp_p
             stack.stop()
 
 
+def test_binance_server_pings_are_answered_and_the_connection_kept(redis_url, tmp_path):
+    # Binance pings every 20 s and drops a client that sends no pong within a minute; scaled down here.
+    with WsReplayServer(BINANCE_SESSION, speed=1, ping_interval_s=0.3, ping_timeout_s=1.0) as ws, \
+            ReplayServer() as rest:
+        rest.serve_market(SyntheticMarket(binance_symbols=BINANCE_MARKETS))
+        stack = start_fetch(redis_url, tmp_path, "--provider", "binance", "--binance-url", rest.url,
+                            "--binance-ws-url", ws.url, "--symbols", "FTM-USD", "--interval", "1m",
+                            "--history-days", "0")
+        try:
+            wait_until(lambda: ws.connections and ws.connections[0].sent > 300, 20, "frames flowing",
+                       stack["fetch"].log)
+            time.sleep(3)  # ten pings
+            assert len(ws.connections) == 1 and ws.connections[0].closed_by_server == ""
+            assert metric(stack["fetch"].metrics_port, "cryptolens_stream_reconnects_total", provider="binance") in (
+                None, 0.0)
+        finally:
+            stack.stop()
+
+
 def test_binance_connection_is_renewed_before_its_age_limit(redis_url, tmp_path):
     with WsReplayServer(BINANCE_SESSION, speed=1) as ws, ReplayServer() as rest:
         rest.serve_market(SyntheticMarket(binance_symbols=BINANCE_MARKETS))
@@ -236,3 +255,22 @@ def test_kraken_v1_silent_feed_is_dead_and_reconnected(redis_url, tmp_path):
                                        kind="heartbeat") or 0) > 5, 20, "heartbeats counted", fetch.log)
         finally:
             stack.stop()
+
+
+def test_stream_on_needs_an_exchange_and_auto_is_off_with_simulated(redis_url, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "serve", "fetch", "--provider", "simulated",
+                           "--stream", "on"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "--stream on needs an exchange" in proc.stderr
+    stack = Stack(redis_url, tmp_path, extra_env={"CRYPTOLENS_STREAM": "auto"})
+    stack.add("fetch", "--provider", "simulated", "--refresh-s", "0")
+    try:
+        stack["fetch"].wait_serving()
+        assert metric(stack["fetch"].metrics_port, "cryptolens_stream_connected", provider="binance") is None
+    finally:
+        stack.stop()
