@@ -19,8 +19,9 @@ import grpc
 import redis.asyncio as aioredis
 from websockets.asyncio.server import serve
 
-from benchmarks.support import median, redis_server
+from benchmarks.support import redis_server
 from cryptolens.v1 import fetch_pb2, fetch_pb2_grpc
+from services.common.bars import empty_bars
 from services.common.store import PriceStore
 from services.fetch.ingest import Ingestor
 from services.fetch.streams.manager import StreamManager
@@ -59,7 +60,7 @@ async def _throughput(url: str, frames: list[str], start_ms: int) -> dict:
     manager = StreamManager(ingestor, {"binance": _NoRest()}, {"binance": SYMBOLS}, {"binance": "ws://unused"},
                             ["1m", "1h"], no_repair)
     for symbol in SYMBOLS:
-        manager.builder.seed(symbol, np_empty(), start_ms // 3_600_000 * 3_600_000, start_ms)
+        manager.builder.seed(symbol, empty_bars(), start_ms // 3_600_000 * 3_600_000, start_ms)
     connection = manager.connections["binance"]
     writer = asyncio.create_task(manager._writer())
     writes = {"n": 0}
@@ -81,12 +82,6 @@ async def _throughput(url: str, frames: list[str], start_ms: int) -> dict:
     writer.cancel()
     await client.aclose()
     return {"seconds": elapsed, "writes": writes["n"]}
-
-
-def np_empty():
-    from services.common.bars import empty_bars
-
-    return empty_bars()
 
 
 def _json_only(frames: list[str]) -> float:
@@ -151,14 +146,12 @@ def _latency(redis_url: str, count: int) -> list[float]:
                     fetch_pb2.WatchBarsRequest(symbols=["BTC-USD"], interval="1m"), timeout=120)
                 time.sleep(1.0)  # connected and seeded
                 feed.start_sending.set()
-                seen = 0
                 for update in call:
                     now = time.perf_counter()
                     for bar in update.bars:
                         sent = feed.sent.get(f"{bar.close:.2f}")
                         if sent is not None:
                             latencies.append((now - sent) * 1000)
-                    seen += 1
                     if f"{1000 + (count - 1) * 0.01:.2f}" in {f"{b.close:.2f}" for b in update.bars}:
                         break
                 call.cancel()

@@ -29,6 +29,9 @@ from services.fetch.ingest import Ingestor
 from services.fetch.lease import Leases
 from services.fetch.providers.registry import build_providers
 from services.fetch.scheduler import Scheduler
+from services.fetch.streams.binance import DEFAULT_URL as BINANCE_WS
+from services.fetch.streams.coinbase import DEFAULT_URL as COINBASE_WS
+from services.fetch.streams.kraken import DEFAULT_URL as KRAKEN_WS
 from services.fetch.streams.manager import build_stream_manager, streamable
 
 log = logging.getLogger("cryptolens.fetch")
@@ -124,9 +127,9 @@ class FetchSettings(ServiceSettings):
     coinbase_url: str = setting("https://api.exchange.coinbase.com", "Coinbase Exchange base URL")
     stream: str = setting("auto", "exchange WebSocket streams for the watch list: on, off, or auto (on with a "
                           "live exchange provider, off with csv or simulated)", _stream_mode)
-    binance_ws_url: str = setting("wss://stream.binance.com:9443", "Binance stream base URL", _ws_url)
-    coinbase_ws_url: str = setting("wss://ws-feed.exchange.coinbase.com", "Coinbase Exchange feed URL", _ws_url)
-    kraken_ws_url: str = setting("wss://ws.kraken.com/v2", "Kraken stream URL (a path ending in /v2 speaks v2, "
+    binance_ws_url: str = setting(BINANCE_WS, "Binance stream base URL", _ws_url)
+    coinbase_ws_url: str = setting(COINBASE_WS, "Coinbase Exchange feed URL", _ws_url)
+    kraken_ws_url: str = setting(KRAKEN_WS, "Kraken stream URL (a path ending in /v2 speaks v2, "
                                  "else v1)", _ws_url)
     stream_intervals: list[str] = setting([], "intervals the stream writes besides --interval, comma separated "
                                           "(all rolled up from the same minutes)", _intervals)

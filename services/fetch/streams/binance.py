@@ -14,7 +14,7 @@ import json
 from services.fetch.providers.binance import market
 from services.fetch.streams.messages import BadFrame, Kline, Parsed, Trade, amount, price
 
-DEFAULT_URL = "wss://stream.binance.com:9443"
+DEFAULT_URL = "wss://stream.binance.com:443"  # Binance serves streams on 9443 and 443; 443 passes the chart's egress policy
 MAX_AGE_S = 23.5 * 3600  # reconnect before Binance's 24 h limit
 SILENCE_S = 0.0  # no application heartbeat: websocket pings keep the connection honest
 
