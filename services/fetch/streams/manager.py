@@ -91,17 +91,19 @@ class StreamManager:
     def _on_frame(self, parsed: Parsed, now_ms: int) -> None:
         if not parsed.events:
             return
-        provider = self.provider_of[parsed.events[0].symbol]
-        late_before = self.builder.late_dropped
+        builder = self.builder
+        late_before = builder.late_dropped
         changed = False
         for event in parsed.events:
-            held = self._held.get(event.symbol)
-            if held is not None:
-                held.append(event)
+            if self._held and event.symbol in self._held:
+                self._held[event.symbol].append(event)
+            elif type(event) is Trade:
+                changed |= builder.add_trade(event.symbol, event.ts_ms, event.price, event.qty)
             else:
                 changed |= self._apply(event)
-        if self.builder.late_dropped != late_before:
-            self._late[provider].inc(self.builder.late_dropped - late_before)
+        provider = self.provider_of[parsed.events[0].symbol]
+        if builder.late_dropped != late_before:
+            self._late[provider].inc(builder.late_dropped - late_before)
         if parsed.gap:
             self._gaps[provider].inc()
             log.warning("stream lost messages; repairing from REST", extra={"provider": provider, "gap": parsed.gap})

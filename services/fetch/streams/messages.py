@@ -54,7 +54,7 @@ def price(value) -> float:
         out = float(value)
     except (TypeError, ValueError):
         raise BadFrame(f"{str(value)[:20]!r} is not a number") from None
-    if not math.isfinite(out) or out <= 0:
+    if not 0 < out < math.inf:  # NaN fails every comparison
         raise BadFrame(f"{str(value)[:20]!r} is not a positive price")
     return out
 
@@ -65,6 +65,6 @@ def amount(value) -> float:
         out = float(value)
     except (TypeError, ValueError):
         raise BadFrame(f"{str(value)[:20]!r} is not a number") from None
-    if not math.isfinite(out) or out < 0:
+    if not 0 <= out < math.inf:
         raise BadFrame(f"{str(value)[:20]!r} is not a quantity")
     return out
