@@ -6,6 +6,8 @@
         ws.disconnect_after = 100     # the connection is closed after 100 frames (once)
         ws.silence_after = 20         # after 20 frames: nothing more, connection left open (once)
         ws.subscribe_within_s = 5     # close a client that sent nothing within 5 s (Coinbase)
+        ws.pause_before = 500         # hold the feed before frame 500 (connection open) ...
+        ws.resume()                   # ... until told to go on
     WsReplayServer(..., ping_interval_s=20, ping_timeout_s=60)  # Binance's rule: ping, close without a pong
         ... client connects to ws.url ...
         ws.connections                # one record per connection: path, messages received, frames sent
@@ -102,6 +104,8 @@ class WsReplayServer:
         self.disconnect_after: int | None = None
         self.silence_after: int | None = None
         self.subscribe_within_s: float | None = None
+        self.pause_before: int | None = None
+        self._resumed = threading.Event()
         self.connections: list[Connection] = []
         self.cursor = 0  # index of the next frame of the session
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -121,6 +125,13 @@ class WsReplayServer:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+
+    def resume(self) -> None:
+        self._resumed.set()
+
+    @property
+    def paused(self) -> bool:
+        return self.pause_before is not None and self.cursor == self.pause_before
 
     @property
     def url(self) -> str:
@@ -167,6 +178,11 @@ class WsReplayServer:
         start, base = time.monotonic(), self.offsets[self.cursor] if self.cursor < len(self.frames) else 0.0
         while self.cursor < len(self.frames):
             i = self.cursor
+            if i == self.pause_before:
+                while not self._resumed.is_set():
+                    await asyncio.sleep(0.02)
+                self.pause_before = None
+                start, base = time.monotonic(), self.offsets[i]
             wait = start + (self.offsets[i] - base) / self.speed - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)

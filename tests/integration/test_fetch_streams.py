@@ -145,6 +145,41 @@ def test_binance_stream_bars_in_redis_and_watchbars_malformed_frames_skipped(red
             stack.stop()
 
 
+def test_bars_built_while_redis_is_down_are_written_once_it_is_back(tmp_path):
+    redis = RedisServer(tmp_path)
+    redis.start()
+    with WsReplayServer(BINANCE_SESSION, speed=3) as ws, ReplayServer() as rest:
+        kline = next(k for k in closing_klines(ws) if k.symbol == "FTM-USD")
+        at = next(i for i, text in enumerate(ws.frames) if '"x":true' in text and "ftmusdt@kline" in text)
+        ws.pause_before = at  # the feed holds just before FTM-USD's closing kline
+        rest.serve_market(SyntheticMarket(now_ms=ws.first_event_ms - 10 * MINUTE, binance_symbols=BINANCE_MARKETS))
+        stack = start_fetch(redis.url, tmp_path, "--provider", "binance", "--binance-url", rest.url,
+                            "--binance-ws-url", ws.url, "--symbols", "FTM-USD", "--interval", "1m",
+                            "--history-days", "0")
+        fetch = stack["fetch"]
+        try:
+            wait_until(lambda: ws.paused and len(read_bars(redis.url, "FTM-USD", "1m")), 30,
+                       "streamed bars before the pause", fetch.log)
+            redis.stop()
+            ws.resume()
+            wait_until(lambda: ws.cursor > at + 50, 20, "the closing kline and more sent while Redis is down")
+            time.sleep(1)
+            redis.start()  # back, and empty
+            ts_open = kline.open_ms
+
+            def written():
+                bars = read_bars(redis.url, "FTM-USD", "1m")
+                row = bars[bars["ts"] == ts_open]
+                return len(row) and tuple(row[0])[1:] == (kline.open, kline.high, kline.low, kline.close,
+                                                          kline.volume, 0)
+            wait_until(written, 20, "the minute closed during the outage written after it", fetch.log)
+            assert fetch.proc.poll() is None and "stream bars written again" in fetch.log()
+            assert metric(fetch.metrics_port, "cryptolens_stream_reconnects_total", provider="binance") in (None, 0.0)
+        finally:
+            stack.stop()
+            redis.stop()
+
+
 def test_a_disconnect_is_counted_and_the_gap_repaired_from_rest(redis_url, tmp_path):
     with WsReplayServer(BINANCE_SESSION, speed=3) as ws, ReplayServer() as rest:
         start_minute = ws.first_event_ms // MINUTE * MINUTE
