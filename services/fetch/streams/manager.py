@@ -217,6 +217,10 @@ def build_stream_manager(settings, providers: list[Provider], ingestor: Ingestor
     streamer = next(p.name for p in providers if p.name in rest)  # the first in the chain
     urls = {"binance": settings.binance_ws_url, "kraken": settings.kraken_ws_url, "coinbase": settings.coinbase_ws_url}
     intervals = list(dict.fromkeys([settings.interval, *settings.stream_intervals]))
-    return StreamManager(ingestor, rest, {streamer: list(settings.symbols)}, urls, intervals, repair,
+    # A series served by a csv file keeps its file: one origin per series, never streamed over.
+    symbols = [s for s in settings.symbols if all(ingestor.origin_of(s, i) == "live" for i in intervals)]
+    if not symbols:
+        return None
+    return StreamManager(ingestor, rest, {streamer: symbols}, urls, intervals, repair,
                          grace_s=settings.stream_grace_s, backoff_s=settings.stream_backoff_s,
                          silence_s=settings.stream_silence_s or None, max_age_s=settings.stream_max_age_s or None)
