@@ -6,6 +6,7 @@
         ws.disconnect_after = 100     # the connection is closed after 100 frames (once)
         ws.silence_after = 20         # after 20 frames: nothing more, connection left open (once)
         ws.subscribe_within_s = 5     # close a client that sent nothing within 5 s (Coinbase)
+        ws.inject = {100: [text]}     # extra frames sent just before frame 100 (serverShutdown, a late trade)
         ws.pause_before = 500         # hold the feed before frame 500 (connection open) ...
         ws.resume()                   # ... until told to go on
     WsReplayServer(..., ping_interval_s=20, ping_timeout_s=60)  # Binance's rule: ping, close without a pong
@@ -105,6 +106,7 @@ class WsReplayServer:
         self.silence_after: int | None = None
         self.subscribe_within_s: float | None = None
         self.pause_before: int | None = None
+        self.inject: dict[int, list[str]] = {}
         self._resumed = threading.Event()
         self.connections: list[Connection] = []
         self.cursor = 0  # index of the next frame of the session
@@ -195,6 +197,8 @@ class WsReplayServer:
                 conn.closed_by_server = "disconnect"
                 await ws.close(1011, "injected disconnect")
                 return
+            for extra in self.inject.pop(i, []):
+                await ws.send(extra)
             self.cursor += 1
             if i in self.drop:
                 continue

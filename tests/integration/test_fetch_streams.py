@@ -4,6 +4,7 @@ REST replay server for seeds and gap repair): bars in Redis, WatchBars updates, 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -222,6 +223,29 @@ def test_binance_server_pings_are_answered_and_the_connection_kept(redis_url, tm
             assert len(ws.connections) == 1 and ws.connections[0].closed_by_server == ""
             assert metric(stack["fetch"].metrics_port, "cryptolens_stream_reconnects_total", provider="binance") in (
                 None, 0.0)
+        finally:
+            stack.stop()
+
+
+def test_a_late_trade_is_dropped_and_counted_and_server_shutdown_reconnects(redis_url, tmp_path):
+    with WsReplayServer(BINANCE_SESSION, speed=3) as ws, ReplayServer() as rest:
+        late = ws.first_event_ms - 2 * MINUTE  # two minutes before the feed's time: its bar closed long ago
+        trade = {"e": "aggTrade", "E": late, "s": "FTMUSDT", "a": 1, "p": "9.99", "q": "1.0", "f": 1, "l": 1,
+                 "T": late, "m": True, "M": True}
+        ws.inject = {200: [json.dumps({"stream": "ftmusdt@aggTrade", "data": trade})],
+                     400: [json.dumps({"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": late}})]}
+        rest.serve_market(SyntheticMarket(binance_symbols=BINANCE_MARKETS))
+        stack = start_fetch(redis_url, tmp_path, "--provider", "binance", "--binance-url", rest.url,
+                            "--binance-ws-url", ws.url, "--symbols", "FTM-USD", "--interval", "1m",
+                            "--history-days", "0")
+        fetch = stack["fetch"]
+        try:
+            wait_until(lambda: len(ws.connections) >= 2, 20, "a new connection after serverShutdown", fetch.log)
+            assert "the exchange announced a shutdown" in fetch.log()
+            wait_until(lambda: metric(fetch.metrics_port, "cryptolens_stream_late_trades_total",
+                                      provider="binance") == 1, 10, "the late trade counted", fetch.log)
+            bars = read_bars(redis_url, "FTM-USD", "1m")
+            assert 9.99 not in bars["high"]  # never applied
         finally:
             stack.stop()
 
