@@ -3,8 +3,8 @@
 The streams are named in the URL (``/stream?streams=a/b/c``), so nothing is sent after connect.
 Frames come wrapped (``{"stream", "data"}``); raw ``/ws`` payloads are accepted too. Times are
 epoch ms; prices decimal strings. Unknown and missing optional fields are ignored (``@trade``
-lost its ``b``/``a`` fields in 2024). Liveness: the server pings every 20 s and the websockets
-library answers; a connection lives at most 24 h, and ``serverShutdown`` announces a close.
+lost its ``b``/``a`` fields in 2024). Liveness: the server pings every 20 s and aiohttp answers;
+a connection lives at most 24 h, and ``serverShutdown`` announces a close.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 - Reconnect with exponential backoff and full jitter (``backoff_s`` doubling up to ``backoff_max_s``,
   each wait drawn from [delay/2, delay]); the delay resets once a connection has delivered data.
 - Subscribe messages go out right after the handshake (Coinbase drops a client silent for 5 s).
-- Liveness: websocket pings every 20 s with a 60 s pong limit (Binance's own rule; the library
-  also answers the server's pings); ``silence_s`` (Kraken and Coinbase heartbeats, ~1 s) closes a
+- Liveness: the server's pings are answered at once (Binance pings every 20 s and drops a client
+  without a pong within a minute); we ping every 20 s too and drop a connection whose pong takes
+  more than 10 s; ``silence_s`` (Kraken and Coinbase heartbeats, ~1 s) closes a
   feed that went quiet; ``max_age_s`` retires a connection before an exchange's limit (Binance 24 h);
   a ``shutdown`` frame reconnects at once.
 - Frames are handed to ``on_frame`` one by one; a malformed one is counted and skipped. Frame
@@ -21,15 +22,14 @@ import random
 import time
 from typing import Awaitable, Callable
 
-import websockets
+import aiohttp
 
 from services.fetch.streams.messages import BadFrame, Parsed
 from services.fetch.streams.metrics import CONNECTED, FRAMES, LAG, RECONNECTS
 
 log = logging.getLogger("cryptolens.fetch.streams")
 
-PING_INTERVAL_S = 20.0
-PING_TIMEOUT_S = 60.0
+PING_INTERVAL_S = 20.0  # aiohttp's heartbeat: a ping every 20 s, the pong due within half of it
 OPEN_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 PUBLISH_EVERY = 256
@@ -82,43 +82,45 @@ class StreamConnection:
 
     async def _session(self) -> None:
         """One connection, until it fails or is retired (always by an exception)."""
-        async with websockets.connect(self.adapter.url(), ping_interval=PING_INTERVAL_S, ping_timeout=PING_TIMEOUT_S,
-                                      open_timeout=OPEN_TIMEOUT_S, max_size=MAX_FRAME_BYTES,
-                                      compression=None) as ws:
+        timeout = aiohttp.ClientTimeout(total=None, connect=OPEN_TIMEOUT_S, sock_connect=OPEN_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as http, \
+                http.ws_connect(self.adapter.url(), heartbeat=PING_INTERVAL_S, compress=0,
+                                max_msg_size=MAX_FRAME_BYTES) as ws:
             self.adapter.reset()
             for message in self.adapter.subscribe_messages():
-                await ws.send(message)
+                await ws.send_str(message)
             self.connections += 1
             self.connected.set(1)
             log.info("stream connected", extra={"provider": self.adapter.name, "url": self.adapter.url()[:200]})
             await self.on_up()
             opened = last = time.monotonic()
-            watchdog = asyncio.create_task(self._watch(ws, lambda: last, opened))
+            retired: list[str] = []  # the watchdog's reason, when it closes the connection
+            watchdog = asyncio.create_task(self._watch(ws, lambda: last, opened, retired))
             try:
-                async for text in ws:
-                    last = time.monotonic()
-                    self._got_data = True
-                    self._frame(text)
+                async for message in ws:
+                    if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                        last = time.monotonic()
+                        self._got_data = True
+                        self._frame(message.data)
+                    elif message.type is aiohttp.WSMsgType.ERROR:
+                        raise _Retire(f"read failed: {ws.exception()}")
             finally:
                 watchdog.cancel()
-            if watchdog.done() and not watchdog.cancelled() and watchdog.exception():
-                raise watchdog.exception()
-            raise _Retire(f"closed: {ws.close_reason or ws.close_code}")
+            raise _Retire(retired[0] if retired else f"closed by the exchange (code {ws.close_code})")
 
-    async def _watch(self, ws, last_frame: Callable[[], float], opened: float) -> None:
+    async def _watch(self, ws, last_frame: Callable[[], float], opened: float, retired: list[str]) -> None:
         """Closes a feed that went silent or reached its age limit."""
         while True:
             await asyncio.sleep(min(1.0, self.silence_s or 1.0))
             self.publish_metrics()
             now = time.monotonic()
-            reason = ""
             if self.silence_s and now - last_frame() > self.silence_s:
-                reason = f"no frame for {self.silence_s:g} s"
+                retired.append(f"no frame for {self.silence_s:g} s")
             elif self.max_age_s and now - opened > self.max_age_s:
-                reason = f"connection retired after {self.max_age_s:g} s (exchange limit)"
-            if reason:
-                await ws.close(1000, reason[:100])
-                raise _Retire(reason)
+                retired.append(f"connection retired after {self.max_age_s:g} s (exchange limit)")
+            if retired:
+                await ws.close(code=1000, message=retired[0][:100].encode())
+                return
 
     def publish_metrics(self) -> None:
         for kind, count in self._counts.items():
