@@ -9,6 +9,7 @@
         ws.inject = {100: [text]}     # extra frames sent just before frame 100 (serverShutdown, a late trade)
         ws.pause_before = 500         # hold the feed before frame 500 (connection open) ...
         ws.resume()                   # ... until told to go on
+        ws.push(text)                 # send a frame now to every open connection
     WsReplayServer(..., ping_interval_s=20, ping_timeout_s=60)  # Binance's rule: ping, close without a pong
         ... client connects to ws.url ...
         ws.connections                # one record per connection: path, messages received, frames sent
@@ -109,6 +110,7 @@ class WsReplayServer:
         self.inject: dict[int, list[str]] = {}
         self._resumed = threading.Event()
         self.connections: list[Connection] = []
+        self._open: set = set()
         self.cursor = 0  # index of the next frame of the session
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -130,6 +132,12 @@ class WsReplayServer:
 
     def resume(self) -> None:
         self._resumed.set()
+
+    def push(self, text: str) -> None:
+        async def send_all():
+            for ws in list(self._open):
+                await ws.send(text)
+        asyncio.run_coroutine_threadsafe(send_all(), self._loop).result(10)
 
     @property
     def paused(self) -> bool:
@@ -155,6 +163,7 @@ class WsReplayServer:
     async def _handle(self, ws) -> None:
         conn = Connection(ws.request.path, time.monotonic())
         self.connections.append(conn)
+        self._open.add(ws)
         reader = asyncio.create_task(self._read(ws, conn))
         try:
             if self.subscribe_within_s is not None:
@@ -170,6 +179,7 @@ class WsReplayServer:
         except ConnectionClosed:
             pass  # the client left
         finally:
+            self._open.discard(ws)
             reader.cancel()
 
     async def _read(self, ws, conn: Connection) -> None:

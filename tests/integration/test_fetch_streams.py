@@ -81,6 +81,8 @@ class Watch:
 
     def __init__(self, addr: str, symbols: list[str], interval: str):
         self.updates: list[tuple] = []
+        self.closes: set[float] = set()
+        self.close_seen_at: dict[float, float] = {}  # close price -> time.monotonic() of its first update
         self.channel = grpc.insecure_channel(addr)
         self.call = fetch_pb2_grpc.FetchServiceStub(self.channel).WatchBars(
             fetch_pb2.WatchBarsRequest(symbols=symbols, interval=interval), timeout=120)
@@ -89,7 +91,11 @@ class Watch:
     def _run(self):
         try:
             for u in self.call:
+                now = time.monotonic()
                 self.updates.append((u.symbol, u.interval, [b.time.ToMilliseconds() for b in u.bars], u.source))
+                for b in u.bars:
+                    self.close_seen_at.setdefault(round(b.close, 8), now)
+                    self.closes.add(round(b.close, 8))
         except grpc.RpcError:
             pass
 
@@ -179,6 +185,29 @@ def test_bars_built_while_redis_is_down_are_written_once_it_is_back(tmp_path):
         finally:
             stack.stop()
             redis.stop()
+
+
+def test_the_open_bar_follows_a_trade_within_a_second(redis_url, tmp_path):
+    with WsReplayServer(BINANCE_SESSION, speed=3) as ws, ReplayServer() as rest:
+        at = [i for i, text in enumerate(ws.frames) if "ftmusdt@aggTrade" in text][5]
+        ws.pause_before = at
+        rest.serve_market(SyntheticMarket(now_ms=ws.first_event_ms - 10 * MINUTE, binance_symbols=BINANCE_MARKETS))
+        stack = start_fetch(redis_url, tmp_path, "--provider", "binance", "--binance-url", rest.url,
+                            "--binance-ws-url", ws.url, "--symbols", "FTM-USD", "--interval", "1m",
+                            "--history-days", "0")
+        fetch = stack["fetch"]
+        watch = Watch(fetch.addr, ["FTM-USD"], "1m")
+        try:
+            wait_until(lambda: ws.paused and watch.updates, 30, "streamed updates before the pause", fetch.log)
+            frame = json.loads(ws.frames[at])
+            frame["data"]["p"] = "0.55555000"  # a price the session never has, the feed's newest trade
+            sent = time.monotonic()
+            ws.push(json.dumps(frame))
+            wait_until(lambda: 0.55555 in watch.closes, 10, "the trade in a WatchBars update", fetch.log)
+            assert watch.close_seen_at[0.55555] - sent < 1.0  # the brief's bound: within a second
+        finally:
+            watch.close()
+            stack.stop()
 
 
 def test_a_disconnect_is_counted_and_the_gap_repaired_from_rest(redis_url, tmp_path):

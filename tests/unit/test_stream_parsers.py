@@ -78,6 +78,22 @@ def test_coinbase_dropped_match_is_a_gap_and_a_duplicate_is_dropped(ws_data):
     results = [parser.parse(json.dumps(m)) for m in [skl[0], skl[1], skl[3], skl[3]]]
     assert [r.kind for r in results] == ["control", "trade", "trade", "control"]
     assert results[1].gap == "" and "missing" in results[2].gap and str(skl[2]["trade_id"]) in results[2].gap
+    assert results[2].gap_symbol == "SKL-USD"
+
+
+def test_coinbase_heartbeat_beyond_the_last_match_is_a_gap(ws_data):
+    matches = [json.loads(x) for x in lines(ws_data, "coinbase_matches.jsonl")]
+    last = [m for m in matches if m["product_id"] == "SKL-USD"][-1]
+    parser = CoinbaseStream(["SKL-USD"])
+    parser.parse(json.dumps(last))
+
+    def beat(trade_id):
+        return json.dumps({"type": "heartbeat", "sequence": last["sequence"] + 9, "last_trade_id": trade_id,
+                           "product_id": "SKL-USD", "time": "2021-04-17T16:43:40.000000Z"})
+    assert parser.parse(beat(last["trade_id"])).gap == ""
+    lost = parser.parse(beat(last["trade_id"] + 2))  # the feed's last two trades never reached us
+    assert lost.kind == "heartbeat" and lost.gap_symbol == "SKL-USD" and "missing" in lost.gap
+    assert parser.parse(beat(last["trade_id"] + 2)).gap == ""  # reported once
 
 
 def test_coinbase_subscribe_and_error_frames(ws_data):

@@ -9,7 +9,9 @@ Lost messages: ``sequence`` is per product and counts every book event, so it ju
 trades by design and only going *backwards* means something (a duplicate or out-of-order frame).
 ``trade_id`` is per product and consecutive (checked on the capture), so a match whose id skips
 ahead says trades were lost: the frame is applied and ``gap`` set, and the caller repairs the
-bars from REST. A match with an id already seen is a duplicate and dropped.
+bars from REST. A match with an id already seen is a duplicate and dropped. A heartbeat carries
+the product's ``last_trade_id``: one beyond the last match we saw is the same gap, found even when
+the lost trades were the last ones.
 ``ticker`` frames share ``trade_id``/``sequence`` with matches and are not applied as trades.
 """
 
@@ -66,7 +68,7 @@ class CoinbaseStream:
             if kind in ("match", "last_match"):
                 return self._match(frame, kind == "last_match")
             if kind == "heartbeat":
-                return Parsed("heartbeat", event_ms=iso_ms(frame["time"]))
+                return self._heartbeat(frame)
             if kind == "ticker":
                 return Parsed("ignored", event_ms=iso_ms(frame["time"]) if "time" in frame else None)
         except (KeyError, TypeError) as exc:
@@ -76,6 +78,15 @@ class CoinbaseStream:
         if kind == "subscriptions":
             return Parsed("control")
         return Parsed("ignored")
+
+    def _heartbeat(self, frame: dict) -> Parsed:
+        product, ts = frame.get("product_id"), iso_ms(frame["time"])
+        last_id, told = self._last_trade.get(product), frame.get("last_trade_id")
+        if last_id is None or not isinstance(told, int) or told <= last_id:
+            return Parsed("heartbeat", event_ms=ts)
+        self._last_trade[product] = told
+        return Parsed("heartbeat", [], ts, f"{product}: trade ids {last_id + 1}..{told} missing (heartbeat)",
+                      product)
 
     def _match(self, frame: dict, state_only: bool) -> Parsed:
         product = frame["product_id"]
@@ -95,4 +106,4 @@ class CoinbaseStream:
         self._last_seq[product] = max(seq, last_seq or seq)
         if state_only:
             return Parsed("control", event_ms=ts)
-        return Parsed("trade", [trade], ts, gap)
+        return Parsed("trade", [trade], ts, gap, product if gap else "")

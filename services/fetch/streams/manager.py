@@ -89,6 +89,11 @@ class StreamManager:
 
     # --- frames --------------------------------------------------------------------------
     def _on_frame(self, parsed: Parsed, now_ms: int) -> None:
+        if parsed.gap:
+            provider = self.provider_of[parsed.gap_symbol]
+            self._gaps[provider].inc()
+            log.warning("stream lost messages; repairing from REST", extra={"provider": provider, "gap": parsed.gap})
+            self._spawn_repair(provider, [parsed.gap_symbol])
         if not parsed.events:
             return
         builder = self.builder
@@ -101,13 +106,8 @@ class StreamManager:
                 changed |= builder.add_trade(event.symbol, event.ts_ms, event.price, event.qty)
             else:
                 changed |= self._apply(event)
-        provider = self.provider_of[parsed.events[0].symbol]
         if builder.late_dropped != late_before:
-            self._late[provider].inc(builder.late_dropped - late_before)
-        if parsed.gap:
-            self._gaps[provider].inc()
-            log.warning("stream lost messages; repairing from REST", extra={"provider": provider, "gap": parsed.gap})
-            self._spawn_repair(provider, [parsed.events[0].symbol])
+            self._late[self.provider_of[parsed.events[0].symbol]].inc(builder.late_dropped - late_before)
         if changed:
             self._wake.set()
 

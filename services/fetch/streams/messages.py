@@ -45,7 +45,8 @@ class Parsed:
     kind: str
     events: list = field(default_factory=list)  # Trade / Kline, in frame order
     event_ms: int | None = None  # exchange time of the frame, for the lag gauge
-    gap: str = ""  # a non-empty text when the frame shows that messages were lost
+    gap: str = ""  # a non-empty text when the frame shows that messages were lost ...
+    gap_symbol: str = ""  # ... for this symbol
 
 
 def price(value) -> float:
