@@ -14,8 +14,9 @@
         ... client connects to ws.url ...
         ws.connections                # one record per connection: path, messages received, frames sent
 
-Timestamps are shifted by a whole number of minutes (``delta_ms``) so the session lands within
-30 s of the moment the server started, bar boundaries intact. Frames go out at the recorded pace
+Timestamps are shifted by a whole number of minutes (``delta_ms``), bar boundaries intact, so the
+session starts 10-70 s after the server does: a client that connects within 10 s has every minute
+of it from that minute's start (a client never sees a whole minute it joined late). Frames go out at the recorded pace
 divided by ``speed``. A session is one exchange's feed that goes on while no client listens: a
 new connection continues after the last frame sent, never replays the start. Runs its own event
 loop in a background thread on 127.0.0.1, a free port.
@@ -38,6 +39,7 @@ from tests.conftest import SHARED_DATA
 
 WS_DATA = SHARED_DATA / "ws"
 MINUTE_MS = 60_000
+LEAD_MS = 10_000  # the session starts at least this long after the server
 MALFORMED = '{"stream":"x@aggTrade","data":{"e":"aggTrade","p":'  # cut off mid-frame
 
 
@@ -97,7 +99,7 @@ class WsReplayServer:
         frames = [json.loads(line) for line in lines]
         self.offsets = [t - times[0] for t in times]
         first = next(t for t in map(event_ms, frames) if t is not None)
-        self.delta_ms = round((time.time() * 1000 - first) / MINUTE_MS) * MINUTE_MS
+        self.delta_ms = -(-(int(time.time() * 1000) + LEAD_MS - first) // MINUTE_MS) * MINUTE_MS
         self.first_event_ms = first + self.delta_ms
         self.frames = [json.dumps(shift(f, self.delta_ms), separators=(",", ":")) for f in frames]
         self.speed = speed
