@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Callable
 
 from prometheus_client import Counter, Gauge
 
@@ -50,6 +51,9 @@ class Scheduler:
         self.files = list(files)
         self._unfillable: set[tuple[str, str, int]] = set()  # gaps no provider could fill
         self._failing: set[tuple[str, str]] = set()
+        # Hook for the exchange streams: the open time from which a stream writes the series (None:
+        # not streamed now). REST refreshes stop there, so one truth holds for the bars a stream owns.
+        self.streamed_from: Callable[[str, str], int | None] = lambda symbol, interval: None
 
     async def run(self) -> None:
         # Files first, without waiting for leases: a replica that died without releasing them must
@@ -113,6 +117,9 @@ class Scheduler:
         store = self.ingestor.store
         origin = self.ingestor.origin_of(symbol, interval)
         want_start, want_end = await self.ingestor.full_range(symbol, interval, self.history_days)
+        streamed = self.streamed_from(symbol, interval)
+        if streamed is not None:
+            want_end = min(want_end, streamed)
         async with self.ingestor.lock(symbol, interval):
             info = await store.info(symbol, interval)
             if info is None or info.origin != origin:

@@ -21,7 +21,7 @@ from services.common.csv_bars import CsvError, load_csv, parse_spec
 from services.common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable, short
 from services.common.events import last_id, read_stream
 from services.common.freshness import freshness_pb
-from services.common.intervals import check_interval, check_symbol, interval_ms, resolve_window
+from services.common.intervals import INTERVAL_MS, check_interval, check_symbol, interval_ms, resolve_window
 from services.common.limits import DEFAULT_PAGE_BARS, MAX_FUTURE_MS, MAX_PAGE_BARS, MAX_WINDOW_BARS
 from services.common.redis_client import is_outage
 from services.common.store import UPDATES_LOG, PriceStore, SeriesInfo
@@ -29,6 +29,10 @@ from services.fetch.ingest import Ingestor
 from services.fetch.lease import Leases
 from services.fetch.providers.registry import build_providers
 from services.fetch.scheduler import Scheduler
+from services.fetch.streams.binance import DEFAULT_URL as BINANCE_WS
+from services.fetch.streams.coinbase import DEFAULT_URL as COINBASE_WS
+from services.fetch.streams.kraken import DEFAULT_URL as KRAKEN_WS
+from services.fetch.streams.manager import build_stream_manager, streamable
 
 log = logging.getLogger("cryptolens.fetch")
 
@@ -45,6 +49,26 @@ def _provider_name(value: str) -> str:
         raise ValueError("simulated is a mode of its own and mixes with no other provider "
                          "(simulated prices never fill in for live or replayed ones)")
     return ",".join(names)
+
+
+def _stream_mode(value: str) -> str:
+    if value not in ("on", "off", "auto"):
+        raise ValueError("must be on, off or auto")
+    return value
+
+
+def _ws_url(value: str) -> str:
+    if not value.startswith(("ws://", "wss://")):
+        raise ValueError("must start with ws:// or wss://")
+    return value
+
+
+def _intervals(values: list[str]) -> list[str]:
+    cleaned = [v for v in values if v]
+    bad = [v for v in cleaned if v not in INTERVAL_MS]
+    if bad:
+        raise ValueError(f"{short(bad[0])} is not one of {' '.join(INTERVAL_MS)}")
+    return cleaned
 
 
 WATCH_BARS_PER_EVENT = 1000
@@ -102,6 +126,22 @@ class FetchSettings(ServiceSettings):
     binance_url: str = setting("https://api.binance.com", "Binance base URL")
     kraken_url: str = setting("https://api.kraken.com", "Kraken base URL")
     coinbase_url: str = setting("https://api.exchange.coinbase.com", "Coinbase Exchange base URL")
+    stream: str = setting("auto", "exchange WebSocket streams for the watch list: on, off, or auto (on with a "
+                          "live exchange provider, off with csv or simulated)", _stream_mode)
+    binance_ws_url: str = setting(BINANCE_WS, "Binance stream base URL", _ws_url)
+    coinbase_ws_url: str = setting(COINBASE_WS, "Coinbase Exchange feed URL", _ws_url)
+    kraken_ws_url: str = setting(KRAKEN_WS, "Kraken stream URL (a path ending in /v2 speaks v2, "
+                                 "else v1)", _ws_url)
+    stream_intervals: list[str] = setting([], "intervals the stream writes besides --interval, comma separated "
+                                          "(all rolled up from the same minutes)", _intervals)
+    stream_grace_s: float = setting(5.0, "seconds after a bar closes in which a late trade still updates it "
+                                    "(later ones are dropped and counted)", non_negative)
+    stream_backoff_s: float = setting(1.0, "first reconnect delay of a stream (doubles up to 60 s, jittered)",
+                                      positive)
+    stream_silence_s: float = setting(10.0, "seconds without a frame after which a heartbeating stream "
+                                      "(Kraken, Coinbase) counts as dead", positive)
+    stream_max_age_s: float = setting(0.0, "seconds after which a stream connection is renewed (0: the exchange's "
+                                      "limit, Binance 23.5 h)", non_negative)
 
     service_name = "fetch"
 
@@ -110,6 +150,8 @@ class FetchSettings(ServiceSettings):
         if self.refresh_s > 0 and self.lease_s <= self.refresh_s:
             raise ValueError(f"--lease-s ({self.lease_s:g}) must be longer than --refresh-s ({self.refresh_s:g}), "
                              "or replicas would trade every series on every tick")
+        if self.stream == "on" and not streamable(self.provider):
+            raise ValueError("--stream on needs an exchange with a stream in --provider (binance, kraken, coinbase)")
         if "csv" in self.provider.split(","):
             if not self.csv_file:
                 raise ValueError("--provider csv needs at least one --csv-file SYMBOL:INTERVAL=PATH")
@@ -135,6 +177,10 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
         self.scheduler = Scheduler(self.ingestor, self.leases, settings.symbols, settings.interval,
                                    settings.history_days, settings.refresh_s, files)
         self._scheduler_task: asyncio.Task | None = None
+        self.streams = build_stream_manager(settings, self.providers, self.ingestor, self.scheduler.refresh)
+        if self.streams is not None:
+            self.scheduler.streamed_from = self.streams.streamed_from
+        self._stream_task: asyncio.Task | None = None
         self._no_earlier: dict[tuple[str, str], int] = {}  # earliest start already asked for, with nothing older
 
     # --- runtime hooks -------------------------------------------------------------------
@@ -147,8 +193,12 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
     async def on_redis(self, up: bool) -> None:
         if up and self._scheduler_task is None and self.settings.refresh_s > 0:
             self._scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        if up and self._stream_task is None and self.streams is not None:
+            self._stream_task = asyncio.create_task(self.streams.run(), name="streams")
 
     async def stop(self) -> None:
+        if self.streams is not None:
+            await self.streams.stop()
         if self._scheduler_task:
             self._scheduler_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

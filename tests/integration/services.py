@@ -90,7 +90,8 @@ class Stack:
         ports = {n: free_port() for n in ("fetch", "core", "alerts")} if not self.services else None
         if ports:
             self._ports = ports
-        env = {"CRYPTOLENS_REDIS_URL": self.redis_url, "CRYPTOLENS_LOG_LEVEL": "INFO",
+        # Exchange streams off unless a test asks (--stream on): no test dials a real exchange.
+        env = {"CRYPTOLENS_REDIS_URL": self.redis_url, "CRYPTOLENS_LOG_LEVEL": "INFO", "CRYPTOLENS_STREAM": "off",
                "CRYPTOLENS_FETCH_ADDR": f"127.0.0.1:{self._ports['fetch']}",
                "CRYPTOLENS_CORE_ADDR": f"127.0.0.1:{self._ports['core']}",
                "CRYPTOLENS_ALERTS_ADDR": f"127.0.0.1:{self._ports['alerts']}", **self.extra_env}

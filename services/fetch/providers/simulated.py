@@ -4,9 +4,13 @@ How a path is made, so any window is cheap and every call agrees with every othe
 - A daily log-price random walk per symbol over a fixed calendar (2010 → 2040), built once and
   memoised: a shared market factor (so symbols are correlated, ~0.6-0.85) plus idiosyncratic
   noise, scaled by volatility regimes (calm / stressed stretches of weeks) and with rare jumps.
-- Intraday bars are a Brownian bridge between two consecutive daily levels, drawn from a
-  generator keyed by (seed, symbol, interval, day): the daily closes agree across intervals.
-Every bar says ``source: simulated``; the bar that is still open is flagged partial.
+- Within a day, 1-minute bars are a Brownian bridge between two consecutive daily levels, drawn
+  from a generator keyed by (seed, symbol, day). Every other interval is rolled up from those
+  minutes (open = first open, high = max, low = min, close = last close, volume = sum): one
+  price per instant whatever the interval, so a 1h close is the close of its last minute and a
+  1d bar is the aggregate of its 1440 minutes, as with a real exchange.
+- The bar still open is rolled up from the minutes opened so far (the last one partial) and
+  flagged partial. Every bar says ``source: simulated``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from functools import lru_cache
 import numpy as np
 
 from services.common.bars import BAR_DTYPE, FLAG_PARTIAL, empty_bars
-from services.common.intervals import DAY_MS, INTERVAL_MS
+from services.common.intervals import DAY_MS, INTERVAL_MS, MINUTE_MS
 from services.fetch.providers.base import Provider
 
 CALENDAR_START_MS = 1_262_304_000_000  # 2010-01-01
@@ -73,43 +77,60 @@ def _daily_levels(seed: int, symbol: str) -> np.ndarray:
     return path - path[REFERENCE_DAY] + math.log(level * QUOTE_FACTOR.get(quote, 1.0))
 
 
-def _day_bars(seed: int, symbol: str, interval: str, day: int, levels: np.ndarray) -> np.ndarray:
-    """All bars of one calendar day at an intraday interval: a bridge between two daily levels."""
-    step = INTERVAL_MS[interval]
-    n = DAY_MS // step
-    start_level, end_level = levels[day], levels[day + 1]
+MINUTES_PER_DAY = DAY_MS // MINUTE_MS
+DAYS_PER_BLOCK = 32  # days generated at once: vectorised, and bounded memory for long windows
+
+
+def _minute_paths(seed: int, symbol: str, days: np.ndarray, levels: np.ndarray) -> dict[str, np.ndarray]:
+    """Open, high, low, close and volume of every minute of ``days``, as (days, 1440) arrays.
+
+    Each day is a bridge between two daily levels, its noise drawn from generators keyed by
+    (seed, symbol, day), so a day's minutes are the same whatever window asked for them."""
+    n = MINUTES_PER_DAY
     _, regime = _market(seed)
     beta = ASSETS.get(symbol.partition("-")[0], (0, 1.0))[1]
-    market = np.random.default_rng(_key(seed, "market", interval, day)).standard_normal(n)
-    rng = np.random.default_rng(_key(seed, symbol, interval, day))
-    scale = regime[day] / math.sqrt(n)
-    steps = scale * (beta * MARKET_DAILY_VOL * market + IDIO_DAILY_VOL * rng.standard_normal(n))
-    sigma = scale * 0.03
-    walk = np.concatenate([[0.0], np.cumsum(steps)])
-    bridge = start_level + walk - np.linspace(0, 1, n + 1) * (walk[-1] - (end_level - start_level))
-    opens, closes = np.exp(bridge[:-1]), np.exp(bridge[1:])
-    wick = np.abs(rng.normal(0, sigma * 0.6, (2, n)))
-    out = np.zeros(n, dtype=BAR_DTYPE)
-    out["ts"] = CALENDAR_START_MS + day * DAY_MS + np.arange(n, dtype=np.int64) * step
-    out["open"], out["close"] = opens, closes
-    out["high"] = np.maximum(opens, closes) * np.exp(wick[0])
-    out["low"] = np.minimum(opens, closes) * np.exp(-wick[1])
-    out["volume"] = rng.lognormal(0, 0.5, n) * (1 + 40 * np.abs(closes / opens - 1)) * 100 / n * regime[day]
-    return out
+    market = np.empty((len(days), n))
+    idio = np.empty((len(days), n))
+    wick = np.empty((len(days), 2, n))
+    lognormal = np.empty((len(days), n))
+    for row, day in enumerate(days):
+        market[row] = np.random.default_rng(_key(seed, "market", "1m", day)).standard_normal(n)
+        rng = np.random.default_rng(_key(seed, symbol, "1m", day))
+        idio[row] = rng.standard_normal(n)
+        wick[row] = np.abs(rng.normal(0, 1, (2, n)))
+        lognormal[row] = rng.lognormal(0, 0.5, n)
+    scale = (regime[days] / math.sqrt(n))[:, None]
+    steps = scale * (beta * MARKET_DAILY_VOL * market + IDIO_DAILY_VOL * idio)
+    walk = np.concatenate([np.zeros((len(days), 1)), np.cumsum(steps, axis=1)], axis=1)
+    start, end = levels[days][:, None], levels[days + 1][:, None]
+    bridge = start + walk - np.linspace(0, 1, n + 1)[None, :] * (walk[:, -1:] - (end - start))
+    opens, closes = np.exp(bridge[:, :-1]), np.exp(bridge[:, 1:])
+    sigma = scale * 0.03 * 0.6
+    return {"open": opens, "close": closes,
+            "high": np.maximum(opens, closes) * np.exp(sigma * wick[:, 0]),
+            "low": np.minimum(opens, closes) * np.exp(-sigma * wick[:, 1]),
+            "volume": lognormal * (1 + 40 * np.abs(closes / opens - 1)) * 100 / n * regime[days][:, None]}
 
 
-def _daily_bars(seed: int, symbol: str, first_day: int, last_day: int, levels: np.ndarray) -> np.ndarray:
-    days = np.arange(first_day, last_day + 1)
-    _, regime = _market(seed)
-    rng = np.random.default_rng(_key(seed, symbol, "1d", first_day, last_day))
-    opens, closes = np.exp(levels[days]), np.exp(levels[days + 1])
-    wick = np.abs(rng.normal(0, 0.012, (2, len(days)))) * regime[days]
-    out = np.zeros(len(days), dtype=BAR_DTYPE)
-    out["ts"] = CALENDAR_START_MS + days * DAY_MS
-    out["open"], out["close"] = opens, closes
-    out["high"] = np.maximum(opens, closes) * np.exp(wick[0])
-    out["low"] = np.minimum(opens, closes) * np.exp(-wick[1])
-    out["volume"] = rng.lognormal(0, 0.4, len(days)) * 100 * regime[days]
+def _rolled(paths: dict[str, np.ndarray], days: np.ndarray, step: int, minutes_open: int) -> np.ndarray:
+    """Bars of ``step`` ms from (days, 1440) minute paths; only the first ``minutes_open`` minutes
+    of the last day exist yet (the rest open after now)."""
+    k = step // MINUTE_MS
+    per_day = MINUTES_PER_DAY // k
+    shaped = {c: v.reshape(len(days), per_day, k) for c, v in paths.items()}
+    out = np.zeros((len(days), per_day), dtype=BAR_DTYPE)
+    out["ts"] = CALENDAR_START_MS + days[:, None] * DAY_MS + np.arange(per_day)[None, :] * step
+    out["open"], out["close"] = shaped["open"][..., 0], shaped["close"][..., -1]
+    out["high"], out["low"] = shaped["high"].max(-1), shaped["low"].min(-1)
+    out["volume"] = shaped["volume"].sum(-1)
+    out = out.reshape(-1)
+    if minutes_open < MINUTES_PER_DAY:  # the day of now: its open bar is rolled up from the minutes so far
+        last = len(out) - per_day + (minutes_open - 1) // k
+        first_minute = (minutes_open - 1) // k * k
+        sl = {c: v[-1, first_minute:minutes_open] for c, v in paths.items()}
+        out[last] = (out["ts"][last], sl["open"][0], sl["high"].max(), sl["low"].min(), sl["close"][-1],
+                     sl["volume"].sum(), 0)
+        out = out[:last + 1]
     return out
 
 
@@ -138,11 +159,14 @@ class SimulatedProvider(Provider):
         first_day = (start_ms - CALENDAR_START_MS) // DAY_MS
         last_day = min((end_ms - 1 - CALENDAR_START_MS) // DAY_MS, CALENDAR_DAYS - 1)
         levels = _daily_levels(self.seed, symbol)
-        if interval == "1d":
-            bars = _daily_bars(self.seed, symbol, first_day, last_day, levels)
-        else:
-            bars = np.concatenate([_day_bars(self.seed, symbol, interval, d, levels)
-                                   for d in range(first_day, last_day + 1)])
+        now_day = (now - CALENDAR_START_MS) // DAY_MS
+        blocks = []
+        for first in range(first_day, last_day + 1, DAYS_PER_BLOCK):
+            days = np.arange(first, min(first + DAYS_PER_BLOCK, last_day + 1))
+            minutes_open = ((now - CALENDAR_START_MS) % DAY_MS) // MINUTE_MS + 1 if days[-1] == now_day else \
+                MINUTES_PER_DAY
+            blocks.append(_rolled(_minute_paths(self.seed, symbol, days, levels), days, step, minutes_open))
+        bars = np.concatenate(blocks)
         bars = bars[(bars["ts"] >= start_ms) & (bars["ts"] < end_ms)]
         if len(bars) and bars["ts"][-1] + step > now:
             bars["flags"][-1] |= FLAG_PARTIAL
