@@ -29,6 +29,23 @@ def _as_dict(message) -> dict:
     return MessageToDict(message, preserving_proto_field_name=True)
 
 
+def _resumed(service: str, method, request_after, after: str, retry_s: float) -> Iterator[dict]:
+    """A resumable server stream as dicts, for as long as the caller iterates: whenever it ends (a
+    connection age-out, a restarted or unreachable service) it is called again from the last
+    ``resume_token``, so nothing is missed while the service's log still holds it."""
+    token = after
+    while True:
+        try:
+            for update in method(request_after(token)):
+                token = update.resume_token
+                yield _as_dict(update)
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                                  grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise ServiceError(f"{service}: {exc.code().name}: {exc.details()}") from None
+        time.sleep(retry_s)
+
+
 @dataclass
 class CryptoLensClient:
     fetch_addr: str = "127.0.0.1:50051"
@@ -85,18 +102,8 @@ class CryptoLensClient:
         Reconnects from the last ``resume_token`` whenever the stream ends: a connection age-out,
         a restarted or unreachable Fetch. Nothing written meanwhile is missed (while the Fetch
         stream log still holds it)."""
-        token = after
-        while True:
-            request = fetch_pb2.WatchBarsRequest(symbols=list(symbols), interval=interval, after=token)
-            try:
-                for update in self._fetch.WatchBars(request):
-                    token = update.resume_token
-                    yield _as_dict(update)
-            except grpc.RpcError as exc:
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
-                                      grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise ServiceError(f"Fetch: {exc.code().name}: {exc.details()}") from None
-            time.sleep(retry_s)
+        return _resumed("Fetch", self._fetch.WatchBars, lambda token: fetch_pb2.WatchBarsRequest(
+            symbols=list(symbols), interval=interval, after=token), after, retry_s)
 
     # --- Core ---
     def stats(self, symbol: str, interval: str, lookback: str, risk_free_rate: float = 0.0) -> dict:
@@ -109,18 +116,8 @@ class CryptoLensClient:
         """Last price, 24 h change and age per symbol as dicts: a snapshot of every symbol (without
         ``after``), then one per update, for as long as the caller iterates. Reconnects from the
         last ``resume_token`` whenever the stream ends, so no update is missed."""
-        token = after
-        while True:
-            request = core_pb2.WatchPricesRequest(symbols=list(symbols), interval=interval, after=token)
-            try:
-                for update in self._core.WatchPrices(request):
-                    token = update.resume_token
-                    yield _as_dict(update)
-            except grpc.RpcError as exc:
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
-                                      grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise ServiceError(f"Core: {exc.code().name}: {exc.details()}") from None
-            time.sleep(retry_s)
+        return _resumed("Core", self._core.WatchPrices, lambda token: core_pb2.WatchPricesRequest(
+            symbols=list(symbols), interval=interval, after=token), after, retry_s)
 
     def timeseries(self, symbol: str, interval: str, lookback: str, max_points: int = 800) -> pd.DataFrame:
         reply = self._call("Core", self.core_addr, self._core.GetTimeseries, core_pb2.GetTimeseriesRequest(

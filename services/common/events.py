@@ -67,3 +67,17 @@ async def read_stream(redis: aioredis.Redis, key: str, after_id: str, count: int
             for entry_id, fields in entries:
                 cursor = entry_id.decode()
                 yield cursor, {k.decode(): v.decode() for k, v in fields.items()}
+
+
+async def waiting_out_outages(call, also: tuple[type[BaseException], ...] = ()):
+    """``await call()`` for a stream: a Redis outage (or one of ``also``) is waited out with backoff
+    instead of ending the stream; any other error is raised."""
+    delay = 0.2
+    while True:
+        try:
+            return await call()
+        except Exception as exc:  # noqa: BLE001 - an outage is waited out, anything else ends the stream
+            if not (is_outage(exc) or isinstance(exc, (OSError, *also))):
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)

@@ -29,7 +29,6 @@ from services.common import tls
 from services.common.errors import InvalidArgument, ServiceError, cap_message
 from services.common.logs import setup_logging
 from services.common.redis_client import Reachability, from_settings, is_outage
-from services.common.redis_client import redis_client  # noqa: F401 - re-exported for tests and tools
 
 log = logging.getLogger("cryptolens.runtime")
 

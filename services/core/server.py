@@ -21,9 +21,7 @@ from functools import partial
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from prometheus_client import Gauge
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
@@ -31,7 +29,7 @@ from services.common import forecast as fc
 from services.common.config import ServiceSettings, positive, setting
 from services.common.convert import from_timestamp, now_ms
 from services.common.errors import InvalidArgument, FailedPrecondition, NotFound, Unavailable, short
-from services.common.events import last_id, read_stream
+from services.common.events import last_id, read_stream, waiting_out_outages
 from services.common.freshness import coverage_pb, freshness_pb
 from services.common.intervals import Window, check_interval, check_symbol, interval_ms
 from services.common.limits import MAX_PAGE_BARS, MAX_WINDOW_BARS
@@ -382,21 +380,11 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         async for entry_id, fields in read_stream(self.redis, UPDATES_LOG, after):
             event = json.loads(fields["event"])
             if event["symbol"] in wanted and event["interval"] == interval:
-                message = await self._retrying(lambda e=event, i=entry_id: prices.read_price(
-                    self.series, e["symbol"], interval, self.settings.stale_after_bars, i, snapshot=False))
+                message = await waiting_out_outages(lambda e=event, i=entry_id: prices.read_price(
+                    self.series, e["symbol"], interval, self.settings.stale_after_bars, i, snapshot=False),
+                    also=(Unavailable,))
                 message.write_version = event["version"]
                 yield message
-
-    @staticmethod
-    async def _retrying(call):
-        """A Redis read for a stream: waits out an outage instead of ending the stream."""
-        delay = 0.2
-        while True:
-            try:
-                return await call()
-            except (RedisConnectionError, RedisTimeoutError, OSError, Unavailable):
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def _live_record(self, response, symbol: str, interval: str, start: int, state: SeriesState,
                            now: int) -> None:

@@ -19,11 +19,10 @@ from services.common.config import ServiceSettings, non_negative, positive, sett
 from services.common.convert import bars_to_pb, from_timestamp, gaps_to_pb, now_ms, to_timestamp
 from services.common.csv_bars import CsvError, load_csv, parse_spec
 from services.common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable, short
-from services.common.events import last_id, read_stream
+from services.common.events import last_id, read_stream, waiting_out_outages
 from services.common.freshness import freshness_pb
 from services.common.intervals import INTERVAL_MS, check_interval, check_symbol, interval_ms, resolve_window
 from services.common.limits import DEFAULT_PAGE_BARS, MAX_FUTURE_MS, MAX_PAGE_BARS, MAX_WINDOW_BARS
-from services.common.redis_client import is_outage
 from services.common.store import UPDATES_LOG, PriceStore, SeriesInfo
 from services.fetch.ingest import Ingestor
 from services.fetch.lease import Leases
@@ -345,27 +344,14 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
         interval = check_interval(request.interval) if request.interval else ""
         if request.after and not _STREAM_ID_RE.match(request.after):
             raise InvalidArgument("after", f"{request.after[:30]!r} is not a resume_token from WatchBars")
-        after = request.after or await self._retrying(lambda: last_id(self.redis, UPDATES_LOG))
+        after = request.after or await waiting_out_outages(lambda: last_id(self.redis, UPDATES_LOG))
         async for entry_id, fields in read_stream(self.redis, UPDATES_LOG, after):
             event = json.loads(fields["event"])
             if (symbols and event["symbol"] not in symbols) or (interval and event["interval"] != interval):
                 continue
-            bars, _ = await self._retrying(lambda e=event: self.store.read_page(
+            bars, _ = await waiting_out_outages(lambda e=event: self.store.read_page(
                 e["symbol"], e["interval"], e["first"], e["last"] + 1, WATCH_BARS_PER_EVENT, newest=True))
             yield fetch_pb2.WatchBarsResponse(
                 symbol=event["symbol"], interval=event["interval"], bars=bars_to_pb(bars),
                 data_version=event["version"], source=event["source"], resume_token=entry_id,
                 replaced=bool(event.get("replaced")))
-
-    @staticmethod
-    async def _retrying(call):
-        """A Redis read for a stream: waits out an outage instead of ending the stream."""
-        delay = 0.2
-        while True:
-            try:
-                return await call()
-            except Exception as exc:  # noqa: BLE001 - an outage is waited out, anything else ends the stream
-                if not (is_outage(exc) or isinstance(exc, OSError)):
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)

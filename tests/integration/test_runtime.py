@@ -161,7 +161,8 @@ async def test_a_failing_redis_hook_is_retried_and_logged_once(redis_server, cap
     import grpc.aio
 
     from services.common.config import ServiceSettings
-    from services.common.runtime import ServiceRuntime, redis_client
+    from services.common.redis_client import redis_client
+    from services.common.runtime import ServiceRuntime
 
     settings = ServiceSettings(host="127.0.0.1", grpc_port=free_port(), redis_url=redis_server.url, redis_check_s=0.2)
     service = FlakyService()
