@@ -5,7 +5,6 @@ a case where it fires and one where it must not."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import yaml
 
