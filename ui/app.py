@@ -20,7 +20,7 @@ from ui import charts
 from ui.client import CryptoLensClient, ServiceError
 from ui.present import (NO_PRICE_CALL, RULE_CONDITIONS, RULE_METRICS, band, colours, correlation_cells,
                         default_interval, delta_label, freshness_line, gap_after_ms, local_time, next_period, num, pct,
-                        portfolio_rows, price, price_lines, record_sentence, symbol_badges, threshold_rule,
+                        portfolio_rows, price, price_lines, record_sentence, symbol_badges, threshold_rule, threshold_text,
                         updated_line)
 
 WINDOWS = ["24h", "7d", "30d", "90d", "1y", "5y", "10y"]
@@ -112,9 +112,23 @@ def load_portfolio(service_addrs: tuple, holdings: tuple, interval: str, window:
     return client().portfolio_risk(dict(holdings), interval, window)
 
 
-@st.cache_data(ttl=60, show_spinner=False)
-def load_forecast(service_addrs: tuple, symbol: str, interval: str) -> dict:
-    return client().forecast(symbol, interval)
+@st.cache_resource
+def _background() -> tuple[ThreadPoolExecutor, dict]:
+    # One at a time: a cold forecast keeps a Core compute thread busy for seconds, and the live calls
+    # (GetStats) need the other.
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-slow"), {}
+
+
+def in_background(key: tuple, fn, ttl_s: float):
+    """A slow call (a cold forecast takes seconds) runs off the script thread and off the live calls'
+    pool, so it never holds up the live refresh; the future is shared by every session and replaced
+    once older than ttl_s."""
+    pool, jobs = _background()
+    started, future = jobs.get(key, (0.0, None))
+    if future is None or time.monotonic() - started > ttl_s:
+        started, future = time.monotonic(), pool.submit(_attempt, fn)
+        jobs[key] = (started, future)
+    return future
 
 
 # --- the symbol picker ------------------------------------------------------------------------
@@ -184,7 +198,8 @@ def live(symbols: list[str], interval: str, window: str, rf: float, palette: dic
     jobs = {("stats", s): partial(c.stats, s, interval, window, rf) for s in symbols}
     jobs |= {"alerts": c.alerts, "rules": c.rules}
     calls = call_all(jobs)
-    series_calls = call_all({s: partial(c.timeseries, s, interval, window) for s in symbols})  # drawn after the KPIs
+    # Drawn after the KPIs; 400 points a line are plenty at this width and keep each refresh small.
+    series_calls = call_all({s: partial(c.timeseries, s, interval, window, 400) for s in symbols})
     got = {key: future.result() for key, future in calls.items()}
     now = time.time()
 
@@ -276,7 +291,7 @@ def _number(label: str, text: str):
 
 
 def _line(value) -> str:
-    return "" if value is None else f"{value:g}"
+    return "" if value is None else f"{value:.10g}"
 
 
 @st.fragment
@@ -288,11 +303,12 @@ def rule_form(symbols: list[str], interval: str) -> None:
     except ServiceError as exc:
         notice(f"Rules cannot be listed or changed right now ({exc}).")
         return
-    st.dataframe(pd.DataFrame([{
+    st.table(pd.DataFrame([{
         "rule": r["id"], "name": r.get("name", ""), "symbol": r.get("symbol", ""), "kind": r.get("kind", ""),
         "metric": r.get("metric", ""), "condition": r.get("condition", ""), "window": r.get("window", ""),
-        "warning": r.get("warning"), "alert": r.get("alert"), "built in": r.get("builtin", False)}
-        for r in rules]), width="stretch", hide_index=True)
+        "warning": threshold_text(r.get("warning")), "alert": threshold_text(r.get("alert")),
+        "clear": threshold_text(r.get("clear")), "": "built in" if r.get("builtin") else ""}
+        for r in rules]).set_index("rule"))
     user = {r["id"]: r for r in rules if not r.get("builtin")}
     chosen = st.selectbox("Edit", ["New rule", *user], key="rule-choice")
     rule = user.get(chosen, {})
@@ -381,16 +397,20 @@ def correlation(symbols: list[str], interval: str, window: str) -> None:
     st.caption(f"Pearson, on {interval} returns over {window}, timestamps common to all; −1 red, 0 white, +1 blue.")
 
 
+@st.fragment(run_every=max(15.0, REFRESH_S))  # a forecast changes once a bar at most
 def forecast_panel(symbols: list[str], interval: str) -> None:
     """Per symbol: the next period's expected volatility and band beside the latest realised move, a small
     chart of past forecasts against what happened, and the record in one sentence. No price call."""
     st.subheader(f"Volatility {next_period(interval)}")
     st.caption(NO_PRICE_CALL)
     for symbol in symbols:
-        try:
-            answer = load_forecast(addrs(), symbol, interval)
-        except ServiceError as exc:
-            st.caption(f"{symbol}: no forecast ({exc})")
+        future = in_background(("forecast", addrs(), symbol, interval), partial(client().forecast, symbol, interval), 60)
+        if not future.done():
+            st.caption(f"{symbol}: the forecast is being computed …")
+            continue
+        answer = future.result()
+        if isinstance(answer, ServiceError):
+            st.caption(f"{symbol}: no forecast ({answer})")
             continue
         left, right = st.columns([1.3, 1])
         left.markdown(f"**{symbol}** · {next_period(interval)}")

@@ -193,6 +193,11 @@ def threshold_rule(name: str, symbol: str, interval: str, metric: str, condition
     return rule
 
 
+def threshold_text(value) -> str:
+    """A rule's line for reading: '10,000,000', '-0.2', '' when unset."""
+    return "" if value is None else f"{value:,.10g}"
+
+
 def portfolio_rows(answer: dict) -> pd.DataFrame:
     """Per holding: the weight used, its share of the portfolio's risk and its marginal contribution."""
     return pd.DataFrame([{"symbol": c["symbol"], "weight": pct(c.get("weight"), 1),
