@@ -93,7 +93,7 @@ class PageStack:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.resume_supervisor()
-            os.killpg(self.proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: every child drains and stops
+            self.proc.terminate()  # `cryptolens up` stops every child, then itself
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

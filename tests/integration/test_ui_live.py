@@ -14,6 +14,7 @@ import time
 
 import grpc
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
@@ -65,12 +66,27 @@ def first_kpi_block(page) -> str:
         .inner_text()
 
 
+def choose(page, label: str, option: str, then) -> None:
+    """Pick an option of a selectbox, then wait for ``then`` to show. The live part redraws around an open
+    list every few seconds, which can take a clicked option away: a person clicks again, so does this."""
+    box = page.locator("[data-testid='stSelectbox']").filter(has_text=label)
+    for attempt in range(3):
+        try:
+            box.click()
+            page.get_by_role("option", name=option, exact=True).click(timeout=5000)
+            then.wait_for(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    raise AssertionError(f"could not choose {option!r} in {label!r}")
+
+
 def test_first_kpi_changes_on_its_own_and_shows_its_age(page, stack):
     page.evaluate("window.__not_reloaded = true")
     shown = kpi_prices(page, 1)[0]
-    assert shown == core_price(stack)
     assert re.search(r"updated \d+ s ago", first_kpi_block(page)), first_kpi_block(page)
-    # A new minute bar reaches Core within a minute (the simulated price moves once per bar) ...
+    # A new minute bar reaches Core within a minute (the simulated price moves once per bar; a page
+    # already behind Core counts too, the next bar is a minute away either way) ...
     deadline = time.monotonic() + 75
     while (served := core_price(stack)) == shown:
         assert time.monotonic() < deadline, "Core's BTC-USD price did not move in 75 s"
@@ -110,8 +126,7 @@ def test_rule_from_the_form_appears_in_the_list_and_its_badge(page):
     assert "BTC-USD" in badge.get_attribute("title")  # its sentence, also written beside it
 
     # Edit it through the same form, then delete it: its badge goes with it.
-    page.locator("[data-testid='stSelectbox']").filter(has_text="Edit").click()
-    page.get_by_role("option", name="page-test-rule").click()
+    choose(page, "Edit", "page-test-rule", page.get_by_role("button", name="Save"))
     expect(page.get_by_label("Alert line")).to_have_count(1)  # the new-rule form has gone
     expect(page.get_by_label("Alert line")).to_have_value("10000000")  # the rule's own lines, to edit
     page.get_by_label("Alert line").fill("5000000")
