@@ -178,6 +178,8 @@ def sidebar(series: list[dict], watchlist: list[str]) -> tuple[str, list[str], s
         known = list(dict.fromkeys([*watchlist, *stored, *st.session_state.get("added", [])]))
         if "symbols" not in st.session_state:
             st.session_state["symbols"] = [s for s in watchlist if s in known] or known[:3]
+        else:  # a symbol stored at one interval only leaves the choice when the interval changes
+            st.session_state["symbols"] = [s for s in st.session_state["symbols"] if s in known]
         symbols = st.multiselect("Symbols", known, key="symbols")
         window = st.radio("Window", WINDOWS, index=2, horizontal=True)
         with st.form("add-symbol", clear_on_submit=False, border=False):
@@ -261,20 +263,21 @@ def live(symbols: list[str], interval: str, window: str, rf: float, palette: dic
     if alerts_down:
         notice(f"Alerts are not answering right now ({alerts_down}). Prices and risk above keep updating.")
     elif alerts["active"]:
-        st.dataframe(pd.DataFrame([{
+        # Plain tables: a few rows, and far lighter for the browser than the data grid on every refresh.
+        st.table(pd.DataFrame([{
             "state": a["state"], "symbol": a["symbol"], "rule": rule_names.get(a["rule"], a["rule"]),
             "since": local_time(a.get("since", ""), tz), "sentence": a.get("message") or a.get("reason", "")}
-            for a in alerts["active"]]), width="stretch", hide_index=True)
+            for a in alerts["active"]]).set_index("state"))
     else:
         st.caption("No rule is firing.")
     if not alerts_down:
         st.markdown(f"**Recent transitions** · times in {tz}")
         history = alerts.get("history", [])[:10]
         if history:
-            st.dataframe(pd.DataFrame([{
+            st.table(pd.DataFrame([{
                 "time": local_time(e.get("time", ""), tz), "symbol": e["symbol"],
                 "rule": rule_names.get(e["rule"], e["rule"]), "from": e.get("from", ""), "to": e.get("to", ""),
-                "sentence": e.get("message", "")} for e in history]), width="stretch", hide_index=True)
+                "sentence": e.get("message", "")} for e in history]).set_index("time"))
         else:
             st.caption("No alert transitions yet.")
 
@@ -379,7 +382,7 @@ def portfolio(symbols: list[str], interval: str, window: str, palette: dict[str,
                            for c in risk.get("contributions", [])])
     left, right = st.columns([1.2, 1])
     left.altair_chart(charts.risk_shares(shares, palette), width="stretch")
-    right.dataframe(portfolio_rows(risk), width="stretch", hide_index=True)
+    right.table(portfolio_rows(risk).set_index("symbol"))
     st.caption(f"Weights normalised to 100 %; {int(risk.get('count', 0)):,} common {interval} returns.")
 
 
