@@ -19,9 +19,9 @@ import streamlit as st
 from ui import charts
 from ui.client import CryptoLensClient, ServiceError
 from ui.present import (NO_PRICE_CALL, RULE_CONDITIONS, RULE_METRICS, band, colours, correlation_cells,
-                        default_interval, delta_label, freshness_line, gap_after_ms, local_time, next_period, num, pct,
-                        portfolio_rows, price, price_lines, record_sentence, symbol_badges, threshold_rule, threshold_text,
-                        updated_line)
+                        default_interval, delta_label, freshness_line, gap_after_ms, local_time, next_period, num,
+                        pct, portfolio_rows, price, price_lines, record_sentence, symbol_badges, threshold_rule,
+                        threshold_text, updated_line)
 
 WINDOWS = ["24h", "7d", "30d", "90d", "1y", "5y", "10y"]
 INTERVALS = ["1m", "5m", "15m", "1h", "4h", "1d"]
@@ -226,8 +226,8 @@ def live(symbols: list[str], interval: str, window: str, rf: float, palette: dic
         else:
             got_at, s = memo
             # The window's change, in grey and without an arrow: a past move, never a price call.
-            cols[0].metric(symbol, price(s.get("last")), delta_label(s.get("change"), window, s.get("coverage")), delta_color="off",
-                           delta_arrow="off", help=f"last price; the change is over the last {window}")
+            cols[0].metric(symbol, price(s.get("last")), delta_label(s.get("change"), window, s.get("coverage")),
+                           delta_color="off", delta_arrow="off", help=f"last price; the change is over the last {window}")
             cols[0].markdown(updated_line(now - got_at, s.get("freshness", {}), 2 * REFRESH_S + 10),
                              unsafe_allow_html=True)
             cols[1].metric("Volatility", pct(s.get("annualized_volatility")), help=f"annualised, over {window}")
@@ -251,8 +251,9 @@ def live(symbols: list[str], interval: str, window: str, rf: float, palette: dic
         several = len(frames) > 1
         gaps = {s: gap_after_ms(interval, f.attrs.get("total_points", len(f)), len(f)) for s, f in frames.items()}
         left.markdown(f"**{'Price, indexed to 100 at the start' if several else 'Price'}** · {window}")
-        left.altair_chart(charts.lines(price_lines({s: f["close"] for s, f in frames.items()}, gaps, tz, several), palette,
-                                       "indexed (start = 100)" if several else "price", tz), width="stretch")
+        prices = price_lines({s: f["close"] for s, f in frames.items()}, gaps, tz, several)
+        left.altair_chart(charts.lines(prices, palette, "indexed (start = 100)" if several else "price", tz),
+                          width="stretch")
         drawdowns = price_lines({s: f["drawdown"] * 100 for s, f in frames.items()}, gaps, tz)
         right.markdown(f"**Drawdown from peak (%)** · {window}")
         right.altair_chart(charts.lines(drawdowns, palette, "drawdown (%)", tz), width="stretch")
@@ -407,7 +408,8 @@ def forecast_panel(symbols: list[str], interval: str) -> None:
     st.subheader(f"Volatility {next_period(interval)}")
     st.caption(NO_PRICE_CALL)
     for symbol in symbols:
-        future = in_background(("forecast", addrs(), symbol, interval), partial(client().forecast, symbol, interval), 60)
+        future = in_background(("forecast", addrs(), symbol, interval), partial(client().forecast, symbol, interval),
+                               ttl_s=60)
         if not future.done():
             st.caption(f"{symbol}: the forecast is being computed …")
             continue

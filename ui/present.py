@@ -139,7 +139,8 @@ def price_lines(values: dict[str, pd.Series], gaps_ms: dict[str, float], tz: str
         value = close / close.iloc[0] * 100 if indexed else close
         parts.append(pd.DataFrame({"time": close.index.tz_convert(zone(tz)).tz_localize(None), "symbol": symbol,
                                    "value": value.to_numpy(), "segment": segments(close.index, gaps_ms[symbol])}))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["time", "symbol", "value", "segment"])
+    columns = ["time", "symbol", "value", "segment"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
 
 def correlation_cells(corr: pd.DataFrame) -> pd.DataFrame:
