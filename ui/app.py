@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from ui import charts
+from ui.background import BackgroundCalls
 from ui.client import CryptoLensClient, ServiceError
 from ui.present import (NO_PRICE_CALL, RULE_CONDITIONS, RULE_METRICS, band, colours, correlation_cells,
                         default_interval, delta_label, freshness_line, gap_after_ms, local_time, next_period, num,
@@ -113,22 +114,10 @@ def load_portfolio(service_addrs: tuple, holdings: tuple, interval: str, window:
 
 
 @st.cache_resource
-def _background() -> tuple[ThreadPoolExecutor, dict]:
+def _background() -> BackgroundCalls:
     # One at a time: a cold forecast keeps a Core compute thread busy for seconds, and the live calls
     # (GetStats) need the other.
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-slow"), {}
-
-
-def in_background(key: tuple, fn, ttl_s: float):
-    """A slow call (a cold forecast takes seconds) runs off the script thread and off the live calls'
-    pool, so it never holds up the live refresh; the future is shared by every session and replaced
-    once older than ttl_s."""
-    pool, jobs = _background()
-    started, future = jobs.get(key, (0.0, None))
-    if future is None or time.monotonic() - started > ttl_s:
-        started, future = time.monotonic(), pool.submit(_attempt, fn)
-        jobs[key] = (started, future)
-    return future
+    return BackgroundCalls(workers=1)
 
 
 # --- the symbol picker ------------------------------------------------------------------------
@@ -381,9 +370,8 @@ def portfolio(symbols: list[str], interval: str, window: str, palette: dict[str,
     d.metric("Max drawdown", pct(risk.get("max_drawdown")), help=f"rebalanced, over {window}")
     shares = pd.DataFrame([{"symbol": c["symbol"], "share": c.get("contribution_pct", 0.0)}
                            for c in risk.get("contributions", [])])
-    left, right = st.columns([1.2, 1])
-    left.altair_chart(charts.risk_shares(shares, palette), width="stretch")
-    right.table(portfolio_rows(risk).set_index("symbol"))
+    st.altair_chart(charts.risk_shares(shares, palette), width="stretch")
+    st.table(portfolio_rows(risk).set_index("symbol"))
     st.caption(f"Weights normalised to 100 %; {int(risk.get('count', 0)):,} common {interval} returns.")
 
 
@@ -408,8 +396,8 @@ def forecast_panel(symbols: list[str], interval: str) -> None:
     st.subheader(f"Volatility {next_period(interval)}")
     st.caption(NO_PRICE_CALL)
     for symbol in symbols:
-        future = in_background(("forecast", addrs(), symbol, interval), partial(client().forecast, symbol, interval),
-                               ttl_s=60)
+        future = _background().get(("forecast", addrs(), symbol, interval),
+                                    partial(_attempt, partial(client().forecast, symbol, interval)), ttl_s=60)
         if not future.done():
             st.caption(f"{symbol}: the forecast is being computed …")
             continue

@@ -151,7 +151,7 @@ def test_five_symbols_fit_1400_by_900(page):
     if os.environ.get("CRYPTOLENS_SAVE_SCREENSHOT"):  # docs/ui.png: the whole page, at its full height
         page.wait_for_function("() => document.body.innerText.includes('scored QLIKE') && "
                                "!document.body.innerText.includes('being computed')", timeout=240_000)
-        height = page.evaluate("Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))")
+        height = page.evaluate("document.querySelector(\"[data-testid='stMain']\").scrollHeight")
         page.set_viewport_size({"width": 1400, "height": height})
         page.wait_for_timeout(2 * REFRESH_S * 1000)
         page.screenshot(path=str(ROOT / "docs" / "ui.png"), full_page=True)
