@@ -112,8 +112,6 @@ def test_real_browser_renders_the_dashboard(service_env, tmp_path):
         assert "Traceback" not in text and "Error" not in text
         assert "Volatility next hour" in text and "No price call here" in text and "scored QLIKE" in text
         assert shot[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(shot[16:20], "big") == 1400
-        if os.environ.get("CRYPTOLENS_SAVE_SCREENSHOT"):
-            (ROOT / "docs" / "ui.png").write_bytes(shot)
     finally:
         server.terminate()
         server.wait(timeout=20)
