@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 APP = str(ROOT / "ui" / "app.py")
 
@@ -93,3 +93,13 @@ def test_correlation_heatmap_and_the_line_charts_encodings(service_env):
         assert enc["x"]["title"] == "time (UTC)"
         palette = dict(zip(enc["color"]["scale"]["domain"], enc["color"]["scale"]["range"]))
         assert palette == {"BTC-USD": "#4c78a8", "ETH-USD": "#f58518", "SOL-USD": "#54a24b"}
+
+
+def test_fetch_down_leaves_a_notice_in_the_sidebar_and_the_numbers_on_the_page(service_env, monkeypatch):
+    monkeypatch.setenv("CRYPTOLENS_FETCH_ADDR", f"127.0.0.1:{free_port()}")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    calm = " ".join(m.value for m in at.sidebar.markdown if "class='calm'" in m.value)
+    assert "The symbol list is from the settings" in calm and "Fetch service is not reachable" in calm
+    assert {"BTC-USD", "ETH-USD", "SOL-USD"} <= {m.label for m in at.metric}  # Core still answers
