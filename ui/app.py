@@ -189,8 +189,8 @@ def live(symbols: list[str], interval: str, window: str, rf: float, palette: dic
     jobs = {("stats", s): partial(c.stats, s, interval, window, rf) for s in symbols}
     jobs |= {"alerts": c.alerts, "rules": c.rules}
     calls = call_all(jobs)
-    # Drawn after the KPIs; 400 points a line are plenty at this width and keep each refresh small.
-    series_calls = call_all({s: partial(c.timeseries, s, interval, window, 400) for s in symbols})
+    # Drawn after the KPIs; 300 points a line are plenty at this width and keep each refresh small.
+    series_calls = call_all({s: partial(c.timeseries, s, interval, window, 300) for s in symbols})
     got = {key: future.result() for key, future in calls.items()}
     now = time.time()
 
@@ -413,7 +413,8 @@ def forecast_panel(symbols: list[str], interval: str) -> None:
         c.metric("Realised, latest bar", pct(answer.get("last_abs_return"), 2))
         left.caption(record_sentence(answer))
         if not answer["history"].empty:
-            right.line_chart(answer["history"].mul(100).rename(columns={
+            # The latest 240 bars: thousands of points in five small charts slow the page's opening.
+            right.line_chart(answer["history"].tail(240).mul(100).rename(columns={
                 "forecast": "forecast volatility (%)", "realised": "realised move (%)"}), height=170)
 
 
