@@ -9,7 +9,7 @@ from typing import Iterator
 
 import grpc
 import pandas as pd
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict, ParseDict
 
 from cryptolens.v1 import (alerts_pb2, alerts_pb2_grpc, core_pb2, core_pb2_grpc, fetch_pb2,
                            fetch_pb2_grpc)
@@ -128,8 +128,9 @@ class CryptoLensClient:
             "drawdown": [p.drawdown for p in reply.points],
             "rolling_volatility": [p.rolling_volatility if p.HasField("rolling_volatility") else None
                                    for p in reply.points],
-        })
-        return frame.set_index("time")
+        }).set_index("time")
+        frame.attrs["total_points"] = reply.total_points  # bars before downsampling
+        return frame
 
     def correlation(self, symbols: list[str], interval: str, lookback: str) -> pd.DataFrame:
         reply = self._call("Core", self.core_addr, self._core.GetCorrelation, core_pb2.GetCorrelationRequest(
@@ -163,6 +164,18 @@ class CryptoLensClient:
     def rules(self) -> list[dict]:
         reply = self._call("Alerts", self.alerts_addr, self._alerts.ListRules, alerts_pb2.ListRulesRequest())
         return [_as_dict(r) for r in reply.rules]
+
+    def create_rule(self, rule: dict) -> dict:
+        request = alerts_pb2.CreateRuleRequest(rule=ParseDict(rule, alerts_pb2.Rule()))
+        return _as_dict(self._call("Alerts", self.alerts_addr, self._alerts.CreateRule, request).rule)
+
+    def update_rule(self, rule: dict) -> dict:
+        request = alerts_pb2.UpdateRuleRequest(rule=ParseDict(rule, alerts_pb2.Rule()))
+        return _as_dict(self._call("Alerts", self.alerts_addr, self._alerts.UpdateRule, request).rule)
+
+    def delete_rule(self, rule_id: str) -> bool:
+        request = alerts_pb2.DeleteRuleRequest(id=rule_id)
+        return self._call("Alerts", self.alerts_addr, self._alerts.DeleteRule, request).deleted
 
     def watch_alerts(self, symbols: list[str] | None = None, resume_from: str = "", retry_s: float = 1.0):
         """Alert transitions as dicts (each with its ``stream_id``), forever.
