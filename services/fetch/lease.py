@@ -4,6 +4,11 @@ A lease is ``SET key owner NX PX ttl``; only the owner may renew or release it (
 act in one Lua script, so an expired-and-retaken lease is never touched by its old owner).
 ``hold`` keeps a lease renewed while work runs, however long the work takes; ``release_all``
 gives every lease back on stop so another replica takes over at once.
+
+Spread: every replica heartbeats into one sorted set (scored by Redis' own clock, so hosts' clocks
+do not matter); the members seen within a lease ttl are the live replicas, and ``fair_share`` is
+how many series each should hold. A replica that dies stops heartbeating, so within a ttl the
+others' share grows and they take its expired leases.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import uuid
@@ -32,6 +38,16 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# Heartbeat, prune the replicas not seen within a ttl, count the rest: one atomic step on Redis' clock.
+_HEARTBEAT = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('zremrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('zadd', KEYS[1], now, ARGV[1])
+redis.call('pexpire', KEYS[1], ARGV[2])
+return redis.call('zcard', KEYS[1])
+"""
+REPLICAS_KEY = "cl:v1:fetch:replicas"
 
 
 def lease_key(symbol: str, interval: str) -> str:
@@ -47,6 +63,7 @@ class Leases:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
+        self._heartbeat = redis.register_script(_HEARTBEAT)
         self._held: set[tuple[str, str]] = set()
 
     async def acquire(self, symbol: str, interval: str) -> bool:
@@ -99,6 +116,15 @@ class Leases:
     async def release_all(self) -> None:
         for symbol, interval in list(self._held):
             await self.release(symbol, interval)
+        await self.redis.zrem(REPLICAS_KEY, self.owner)  # leaving: the others' share grows at once
+
+    def holds(self, symbol: str, interval: str) -> bool:
+        return (symbol, interval) in self._held
+
+    async def fair_share(self, n_series: int) -> int:
+        """Heartbeats, then: how many of ``n_series`` this replica should hold, ceil(n / live replicas)."""
+        live = int(await self._heartbeat(keys=[REPLICAS_KEY], args=[self.owner, self.ttl_ms]))
+        return math.ceil(n_series / max(1, live))
 
     async def holder(self, symbol: str, interval: str) -> str | None:
         value = await self.redis.get(lease_key(symbol, interval))

@@ -4,6 +4,8 @@ The series it refreshes: the watch list at the watched interval, every csv file 
 series someone asked for recently (``PriceStore.used_series``, bounded), whatever its interval.
 Each series is refreshed only by the replica that holds its lease in Redis, renewed while the
 refresh runs, so several Fetch replicas on one Redis never poll the same series at the same time.
+A replica takes a new lease only while it holds fewer than its fair share (``Leases.fair_share``)
+and gives back what it holds beyond share + 1, so the series spread evenly over the live replicas.
 A refresh that fails writes nothing: the series gets older (the age gauge shows it), one log line
 says so, and the next tick tries again.
 """
@@ -77,10 +79,20 @@ class Scheduler:
         return [key for key in series if self.ingestor.supports(*key)]
 
     async def tick(self) -> None:
-        for symbol, interval in await self.targets():
-            async with self.leases.hold(symbol, interval) as held:
-                if held:
-                    await self._refresh_logged(symbol, interval)
+        targets = await self.targets()
+        share = await self.leases.fair_share(len(targets))
+        mine = [key for key in targets if self.leases.holds(*key)]
+        if len(mine) > share + 1:  # above share + 1 only, so a replica at share +- 1 never thrashes
+            for key in mine[share:]:
+                await self.leases.release(*key)  # another replica takes it at its next tick
+        holding = sum(self.leases.holds(*key) for key in targets)
+        for symbol, interval in targets:
+            had = self.leases.holds(symbol, interval)
+            if had or holding < share:  # keep what it holds; take a new series only below its share
+                async with self.leases.hold(symbol, interval) as held:
+                    holding += held - had
+                    if held:
+                        await self._refresh_logged(symbol, interval)
             await self._publish_age(symbol, interval)
 
     async def _refresh_logged(self, symbol: str, interval: str) -> None:
