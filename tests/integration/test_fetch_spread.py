@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import time
 from collections import Counter
@@ -10,7 +12,7 @@ import grpc
 import redis
 
 from cryptolens.v1 import fetch_pb2, fetch_pb2_grpc
-from services.fetch.lease import lease_key
+from services.fetch.lease import Leases, lease_key
 from services.fetch.providers.registry import SIMULATED_BASES
 from tests.integration.services import ServiceProcess, Stack
 
@@ -42,6 +44,17 @@ def wait_spread(client, pids, want, slack: int, timeout: float) -> tuple[dict[st
     raise AssertionError(f"never spread as {want} +- {slack}: {sorted(Counter(held.values()).items(), key=str)}")
 
 
+def pollers(replicas: dict[str, ServiceProcess], pids: dict[int, str], since_ms: int) -> dict[str, set[str]]:
+    """Per symbol, the replicas that started a refresh of it after ``since_ms`` (from their logs)."""
+    out: dict[str, set[str]] = {}
+    for replica in replicas.values():
+        for line in replica.log().splitlines():
+            entry = json.loads(line) if line.startswith("{") else {}
+            if entry.get("msg") == "poll start" and entry["t_ms"] > since_ms:
+                out.setdefault(entry["symbol"], set()).add(pids[int(entry["owner"].split(":")[1])])
+    return out
+
+
 def versions(replica: ServiceProcess) -> dict[str, int]:
     with grpc.insecure_channel(replica.addr) as channel:
         listed = fetch_pb2_grpc.FetchServiceStub(channel).ListSymbols(fetch_pb2.ListSymbolsRequest(), timeout=10)
@@ -53,7 +66,7 @@ def test_three_replicas_share_the_series_evenly_and_take_over_a_killed_one(redis
     client = redis.Redis.from_url(url)
     client.flushdb()
     args = ("--provider", "simulated", "--refresh-s", "1", "--lease-s", str(LEASE_S), "--history-days", "3",
-            "--interval", INTERVAL, "--symbols", ",".join(SYMBOLS))
+            "--interval", INTERVAL, "--symbols", ",".join(SYMBOLS), "--log-level", "DEBUG")
     stacks = []
     for name in "abc":
         (tmp_path / name).mkdir()
@@ -66,6 +79,11 @@ def test_three_replicas_share_the_series_evenly_and_take_over_a_killed_one(redis
 
         held, took = wait_spread(client, pids, {name: 10 for name in replicas}, slack=2, timeout=25)
         print("spread after start:", sorted(Counter(held.values()).items()), f"settled {took:.1f} s after serving")
+
+        # Spread, not just leased: over the next ticks each series is refreshed, by its holder alone.
+        settled_ms = int(time.time() * 1000)
+        time.sleep(2.5)
+        assert pollers(replicas, pids, settled_ms) == {s: {name} for s, name in held.items()}
 
         victim = max(replicas, key=lambda name: Counter(held.values())[name])
         orphans = [s for s, name in held.items() if name == victim]
@@ -87,3 +105,15 @@ def test_three_replicas_share_the_series_evenly_and_take_over_a_killed_one(redis
     finally:
         for stack in stacks:
             stack.stop()
+
+
+async def test_the_fair_share_counts_the_replicas_that_heartbeat(redis_client):
+    a, b = Leases(redis_client, 1000, owner="a"), Leases(redis_client, 1000, owner="b")
+    assert await a.fair_share(30) == 30
+    assert await b.fair_share(30) == 15
+    assert await a.fair_share(31) == 16
+    await asyncio.sleep(1.2)  # b stopped heartbeating for longer than a lease: no longer counted
+    assert await a.fair_share(30) == 30
+    assert await b.fair_share(30) == 15
+    await b.release_all()  # a replica that stops leaves at once
+    assert await a.fair_share(30) == 30
