@@ -14,6 +14,7 @@ import redis
 from cryptolens.v1 import fetch_pb2, fetch_pb2_grpc
 from services.fetch.lease import Leases, lease_key
 from services.fetch.providers.registry import SIMULATED_BASES
+from tests.conftest import RedisServer
 from tests.integration.services import ServiceProcess, Stack
 
 SYMBOLS = [f"{base}-{quote}" for base in SIMULATED_BASES[:15] for quote in ("USD", "USDT")]
@@ -61,10 +62,11 @@ def versions(replica: ServiceProcess) -> dict[str, int]:
     return {s.symbol: s.data_version for s in listed.series if s.interval == INTERVAL}
 
 
-def test_three_replicas_share_the_series_evenly_and_take_over_a_killed_one(redis_server, tmp_path):
-    url = redis_server.url[:-1] + "6"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+def test_three_replicas_share_the_series_evenly_and_take_over_a_killed_one(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    url = server.url
+    client = redis.Redis.from_url(url, socket_timeout=10)
     args = ("--provider", "simulated", "--refresh-s", "1", "--lease-s", str(LEASE_S), "--history-days", "3",
             "--interval", INTERVAL, "--symbols", ",".join(SYMBOLS), "--log-level", "DEBUG")
     stacks = []
@@ -105,6 +107,7 @@ def test_three_replicas_share_the_series_evenly_and_take_over_a_killed_one(redis
     finally:
         for stack in stacks:
             stack.stop()
+        server.stop()
 
 
 async def test_the_fair_share_counts_the_replicas_that_heartbeat(redis_client):
