@@ -116,8 +116,8 @@ class SeriesSource:
 
     def _fetch_stub(self) -> fetch_pb2_grpc.FetchServiceStub:
         if self._channel is None:
-            options = [("grpc.lb_policy_name", "round_robin")] if self.fetch_addr.startswith("dns:") else []
-            self._channel = grpc.aio.insecure_channel(self.fetch_addr, options=options)
+            # round_robin over every address the target names (dns:/// on a headless Service, ipv4:a,b)
+            self._channel = grpc.aio.insecure_channel(self.fetch_addr, options=[("grpc.lb_policy_name", "round_robin")])
         return fetch_pb2_grpc.FetchServiceStub(self._channel)
 
     async def close(self) -> None:

@@ -6,9 +6,10 @@ act in one Lua script, so an expired-and-retaken lease is never touched by its o
 gives every lease back on stop so another replica takes over at once.
 
 Spread: every replica heartbeats into one sorted set (scored by Redis' own clock, so hosts' clocks
-do not matter); the members seen within a lease ttl are the live replicas, and ``fair_share`` is
-how many series each should hold. A replica that dies stops heartbeating, so within a ttl the
-others' share grows and they take its expired leases.
+do not matter); the members seen within a lease ttl are the live replicas, and ``quota`` is how
+many series this one should hold: the live replicas, in the order of their ids, split the series
+as evenly as whole numbers allow, so the quotas add up to the series count. A replica that dies
+stops heartbeating, so within a ttl the others' quotas grow and they take its expired leases.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import socket
 import uuid
@@ -38,14 +38,14 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# Heartbeat, prune the replicas not seen within a ttl, count the rest: one atomic step on Redis' clock.
+# Heartbeat, prune the replicas not seen within a ttl, list the rest: one atomic step on Redis' clock.
 _HEARTBEAT = """
 local t = redis.call('time')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('zremrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 redis.call('zadd', KEYS[1], now, ARGV[1])
 redis.call('pexpire', KEYS[1], ARGV[2])
-return redis.call('zcard', KEYS[1])
+return redis.call('zrange', KEYS[1], 0, -1)
 """
 REPLICAS_KEY = "cl:v1:fetch:replicas"
 
@@ -121,10 +121,13 @@ class Leases:
     def holds(self, symbol: str, interval: str) -> bool:
         return (symbol, interval) in self._held
 
-    async def fair_share(self, n_series: int) -> int:
-        """Heartbeats, then: how many of ``n_series`` this replica should hold, ceil(n / live replicas)."""
-        live = int(await self._heartbeat(keys=[REPLICAS_KEY], args=[self.owner, self.ttl_ms]))
-        return math.ceil(n_series / max(1, live))
+    async def quota(self, n_series: int) -> int:
+        """Heartbeats, then: how many of ``n_series`` this replica should hold. Each live replica gets
+        n // live, and the first n % live of them by id one more."""
+        members = await self._heartbeat(keys=[REPLICAS_KEY], args=[self.owner, self.ttl_ms])
+        live = sorted(m.decode() for m in members)
+        whole, extra = divmod(n_series, len(live))
+        return whole + (live.index(self.owner) < extra)
 
     async def holder(self, symbol: str, interval: str) -> str | None:
         value = await self.redis.get(lease_key(symbol, interval))

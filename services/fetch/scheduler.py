@@ -4,8 +4,9 @@ The series it refreshes: the watch list at the watched interval, every csv file 
 series someone asked for recently (``PriceStore.used_series``, bounded), whatever its interval.
 Each series is refreshed only by the replica that holds its lease in Redis, renewed while the
 refresh runs, so several Fetch replicas on one Redis never poll the same series at the same time.
-A replica takes a new lease only while it holds fewer than its fair share (``Leases.fair_share``)
-and gives back what it holds beyond share + 1, so the series spread evenly over the live replicas.
+A replica takes a new lease only while it holds fewer than its quota (``Leases.quota``) and gives
+back what it holds beyond it; the quotas of the live replicas add up to the series count, so the
+series spread over them as evenly as whole numbers allow.
 A refresh that fails writes nothing: the series gets older (the age gauge shows it), one log line
 says so, and the next tick tries again.
 """
@@ -80,15 +81,14 @@ class Scheduler:
 
     async def tick(self) -> None:
         targets = await self.targets()
-        share = await self.leases.fair_share(len(targets))
+        quota = await self.leases.quota(len(targets))
         mine = [key for key in targets if self.leases.holds(*key)]
-        if len(mine) > share + 1:  # above share + 1 only, so a replica at share +- 1 never thrashes
-            for key in mine[share:]:
-                await self.leases.release(*key)  # another replica takes it at its next tick
-        holding = sum(self.leases.holds(*key) for key in targets)
+        for key in mine[quota:]:  # above its quota (a replica joined): one below its own takes them
+            await self.leases.release(*key)
+        holding = len(mine[:quota])
         for symbol, interval in targets:
             had = self.leases.holds(symbol, interval)
-            if had or holding < share:  # keep what it holds; take a new series only below its share
+            if had or holding < quota:  # keeps what it holds; takes a free series only below its quota
                 async with self.leases.hold(symbol, interval) as held:
                     holding += held - had
                     if held:

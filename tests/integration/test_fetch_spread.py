@@ -13,8 +13,12 @@ import grpc
 import redis
 
 from cryptolens.v1 import fetch_pb2, fetch_pb2_grpc
-from services.fetch.lease import Leases, lease_key
-from services.fetch.providers.registry import SIMULATED_BASES
+from services.common.store import PriceStore
+from services.fetch.ingest import Ingestor
+from services.fetch.lease import REPLICAS_KEY, Leases, lease_key
+from services.fetch.providers.registry import SIMULATED_BASES, KnownAssets
+from services.fetch.providers.simulated import SimulatedProvider
+from services.fetch.scheduler import Scheduler
 from tests.conftest import RedisServer
 from tests.integration.services import ServiceProcess, Stack
 
@@ -32,22 +36,21 @@ def owners(client: redis.Redis, pids: dict[int, str]) -> dict[str, str | None]:
 
 def wait_settled(client, pids, names: set[str], timeout: float) -> tuple[dict[str, str], float]:
     """Waits for the state the spread rule leaves alone, the same on three reads in a row: every
-    series held by one of ``names``, each holding share - 2 to share + 1 (share = ceil(series /
-    replicas); above share + 1 a replica still gives leases back, so that state would move on).
-    Returns the holders and the seconds it took."""
-    share = math.ceil(len(SYMBOLS) / len(names))
+    series held, each of ``names`` holding its quota (series // replicas, or one more). Returns the
+    holders and the seconds it took."""
+    whole = len(SYMBOLS) // len(names)
     start = time.monotonic()
     in_a_row, held, last = 0, {}, None
     while time.monotonic() - start < timeout:
         held = owners(client, pids)
         counts = Counter(held.values())
-        settled = set(counts) == names and all(share - 2 <= n <= share + 1 for n in counts.values())
+        settled = set(counts) == names and all(n in (whole, whole + 1) for n in counts.values())
         in_a_row = in_a_row + 1 if settled and held == last else int(settled)
         last = held
         if in_a_row == 3:
             return held, time.monotonic() - start
         time.sleep(0.3)
-    raise AssertionError(f"never settled at {share} - 2 .. {share} + 1 over {sorted(names)}: "
+    raise AssertionError(f"never settled at {whole} or {whole + 1} each over {sorted(names)}: "
                          f"{sorted(Counter(held.values()).items(), key=str)}")
 
 
@@ -135,19 +138,58 @@ def test_three_replicas_share_the_series_evenly_and_take_over_a_killed_one(tmp_p
             now = versions(reader)
             stale = [s for s in orphans if now.get(s, 0) <= before.get(s, 0)]
         assert not stale, f"taken over but not refreshed: {stale}"
+
+        # A replica that stops (SIGTERM) gives its leases back and leaves the set as it goes (they are
+        # gone when it has exited, not seconds later on expiry); the last one takes them all.
+        leaving, last = survivors
+        handed = [s for s, name in held.items() if name == leaving]
+        owner = client.get(lease_key(handed[0], INTERVAL))
+        stopped_ms = int(time.time() * 1000)
+        replicas[leaving].stop(signal.SIGTERM)
+        assert owner not in client.mget([lease_key(s, INTERVAL) for s in handed])
+        assert client.zscore(REPLICAS_KEY, owner) is None
+        seen = wait_polled({last: replicas[last]}, pids, stopped_ms, handed, timeout=LEASE_S + 10)
+        first = {s: t for t, s, _ in reversed(seen)}
+        assert set(handed) <= set(first), f"never taken over: {sorted(set(handed) - set(first))}"
+        handed_s = max(first[s] for s in handed) / 1000 - stopped_ms / 1000
+        print(f"the stopped replica's {len(handed)} series refreshed by the last one {handed_s:.1f} s after the stop")
     finally:
         for stack in stacks:
             stack.stop()
         server.stop()
 
 
-async def test_the_fair_share_counts_the_replicas_that_heartbeat(redis_client):
-    a, b = Leases(redis_client, 1000, owner="a"), Leases(redis_client, 1000, owner="b")
-    assert await a.fair_share(30) == 30
-    assert await b.fair_share(30) == 15
-    assert await a.fair_share(31) == 16
-    await asyncio.sleep(1.2)  # b stopped heartbeating for longer than a lease: no longer counted
-    assert await a.fair_share(30) == 30
-    assert await b.fair_share(30) == 15
+async def test_the_quotas_split_the_series_over_the_replicas_that_heartbeat(redis_client):
+    a, b, c = (Leases(redis_client, 1000, owner=name) for name in "abc")
+    assert await a.quota(30) == 30
+    assert [await b.quota(31), await a.quota(31)] == [15, 16]  # the first by id gets the one left over
+    assert [await c.quota(31), await a.quota(31), await b.quota(31)] == [10, 11, 10]
+    await asyncio.sleep(1.2)  # b and c stopped heartbeating for longer than a lease: no longer counted
+    assert await a.quota(30) == 30
+    assert [await b.quota(30), await c.quota(30)] == [15, 10]
     await b.release_all()  # a replica that stops leaves at once
-    assert await a.fair_share(30) == 30
+    assert [await a.quota(30), await c.quota(30)] == [15, 15]
+
+
+async def test_replicas_that_join_late_get_their_part(redis_client):
+    """Five replicas share the 30 series 6 each; two more join: all seven end with 4 or 5, the two
+    newcomers included. (The first rule, a share of ceil(30 / 7) = 5 and a release only above 6,
+    left them none.)"""
+    store, provider = PriceStore(redis_client), KnownAssets(SimulatedProvider())
+
+    def replica(name: str) -> Scheduler:  # in-process replicas, ticked in turn: the order is the test's
+        return Scheduler(Ingestor(store, [provider]), Leases(redis_client, 60_000, owner=name), SYMBOLS,
+                         INTERVAL, history_days=1, refresh_s=1)
+
+    async def spread(replicas: list[Scheduler]) -> dict[str, int]:
+        for _ in range(3):
+            for r in replicas:
+                await r.tick()
+        held = Counter([await redis_client.get(lease_key(s, INTERVAL)) for s in SYMBOLS])
+        return {r.leases.owner: held[r.leases.owner.encode()] for r in replicas}
+
+    replicas = [replica(f"r{i}") for i in range(5)]
+    assert set((await spread(replicas)).values()) == {6}
+    replicas += [replica("r5"), replica("r6")]
+    counts = await spread(replicas)
+    assert sum(counts.values()) == 30 and set(counts.values()) == {4, 5}, counts
