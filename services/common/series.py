@@ -117,7 +117,8 @@ class SeriesSource:
     def _fetch_stub(self) -> fetch_pb2_grpc.FetchServiceStub:
         if self._channel is None:
             # round_robin over every address the target names (dns:/// on a headless Service, ipv4:a,b)
-            self._channel = grpc.aio.insecure_channel(self.fetch_addr, options=[("grpc.lb_policy_name", "round_robin")])
+            options = [("grpc.lb_policy_name", "round_robin")]
+            self._channel = grpc.aio.insecure_channel(self.fetch_addr, options=options)
         return fetch_pb2_grpc.FetchServiceStub(self._channel)
 
     async def close(self) -> None:

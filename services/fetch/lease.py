@@ -116,7 +116,7 @@ class Leases:
     async def release_all(self) -> None:
         for symbol, interval in list(self._held):
             await self.release(symbol, interval)
-        await self.redis.zrem(REPLICAS_KEY, self.owner)  # leaving: the others' share grows at once
+        await self.redis.zrem(REPLICAS_KEY, self.owner)  # leaving: the others' quotas grow at once
 
     def holds(self, symbol: str, interval: str) -> bool:
         return (symbol, interval) in self._held

@@ -1,4 +1,5 @@
-"""Three Core replicas behind one target: the UI client's calls spread evenly over them (round_robin)."""
+"""Replicas behind one target get calls evenly from a round_robin client: three Core replicas from the
+UI client, three Fetch replicas from Core's fetch-through."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 import time
 import urllib.request
 
+from services.fetch.providers.registry import SIMULATED_BASES
 from tests.conftest import RedisServer, free_port
 from tests.integration.services import ServiceProcess, Stack
 from ui.client import CryptoLensClient, ServiceError
@@ -15,9 +17,9 @@ from ui.client import CryptoLensClient, ServiceError
 CALLS = 300
 
 
-def served(core: ServiceProcess, method: str) -> int:
-    """GetStats calls this replica answered, from its own /metrics request counter (every code)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{core.metrics_port}/metrics", timeout=5).read().decode()
+def served(service: ServiceProcess, method: str) -> int:
+    """Calls of ``method`` this replica answered, from its own /metrics request counter (every code)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).read().decode()
     pattern = rf'^cryptolens_rpc_requests_total\{{[^}}]*method="{method}"[^}}]*\}} ([0-9.e+]+)$'
     return int(sum(float(v) for v in re.findall(pattern, text, re.MULTILINE)))
 
@@ -72,4 +74,33 @@ def test_calls_spread_evenly_over_three_core_replicas_and_skip_a_stopped_one(tmp
         for core in cores:
             core.stop()
         stack.stop()
+        redis.stop()
+
+
+def test_core_fetches_through_from_three_fetch_replicas_in_turn(tmp_path):
+    redis = RedisServer(tmp_path)
+    redis.start()
+    stacks, symbols = [], [f"{base}-{quote}" for base in SIMULATED_BASES[3:18] for quote in ("USD", "EUR")]
+    for i in range(3):
+        (tmp_path / str(i)).mkdir()
+        stacks.append(Stack(redis.url, tmp_path / str(i)))
+    fetches = [stack.add("fetch", "--provider", "simulated", "--history-days", "10", "--refresh-s", "3600",
+                         "--lease-s", "7200")
+               for stack in stacks]
+    env = {"CRYPTOLENS_REDIS_URL": redis.url, "CRYPTOLENS_FETCH_ADDR": "ipv4:" + ",".join(f.addr for f in fetches)}
+    core = ServiceProcess("core", free_port(), free_port(), [], env, tmp_path / "core.log").start()
+    try:
+        for service in [*fetches, core]:
+            service.wait_serving()
+        client = CryptoLensClient(core_addr=core.addr)
+        for symbol in symbols:  # none watched, so Redis has none yet: one GetBars to Fetch apiece
+            assert client.stats(symbol, "1h", "7d")["symbol"] == symbol
+        counts = [served(fetch, "GetBars") for fetch in fetches]
+        print("fetch-through calls per Fetch replica:", counts)
+        # As above: strict turns once all are connected (Core's channel opens on its first call).
+        assert sum(counts) == len(symbols) and all(abs(n - len(symbols) / 3) <= 3 for n in counts), counts
+    finally:
+        core.stop()
+        for stack in stacks:
+            stack.stop()
         redis.stop()
