@@ -93,8 +93,15 @@ class Leases:
         finally:
             # Told to stop rather than cancelled: a renewal in flight finishes its Redis round trip
             # (a command cancelled between send and reply can leave the shared pool's connection stuck).
+            # Shielded: a cancellation of the caller while it waits here stays the caller's (unshielded
+            # it went to the renewer, which was ending anyway and ate it, and the caller ran on); the
+            # caller still waits for the renewer, so nothing renews after a stop released the lease.
             done.set()
-            await renewer
+            try:
+                await asyncio.shield(renewer)
+            except asyncio.CancelledError:
+                await renewer
+                raise
 
     async def _keep(self, symbol: str, interval: str, done: asyncio.Event) -> None:
         while True:
