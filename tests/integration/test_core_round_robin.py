@@ -126,7 +126,9 @@ def test_calls_spread_evenly_over_three_core_replicas_behind_one_name_and_skip_a
             client.stats("BTC-USD", "1h", "7d")
         after = [served(core, "GetStats", host) - n for core, host, n in zip(cores[1:], ADDRESSES[1:], before)]
         print("GetStats calls per remaining replica:", after)
-        assert after == [50, 50], after
+        # Not exactly 50/50: each state change of the stopped one's subchannel (gRPC keeps trying to
+        # reconnect it) builds a new picker, which starts its turns at a random replica.
+        assert sum(after) == 100 and all(abs(n - 50) <= 5 for n in after), after
     finally:
         for core in cores:
             core.stop()
