@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -20,8 +21,26 @@ class ServiceError(Exception):
     """A call failed; the message is meant for a person."""
 
 
+# round_robin over every address the target names (dns:/// on a headless Service, or
+# ipv4:host:p1,host:p2): each call goes to the next ready replica, where gRPC's default, pick_first,
+# would send them all to one (with a single address the two are the same). A read that a stopping
+# replica refused (UNAVAILABLE) or dropped before starting it (gRPC answers CANCELLED then,
+# grpc/grpc#41785) is tried again, on the next replica. The rule writes are not retried: one that
+# ran but lost its answer must not run twice.
+_SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {"name": [{}], "retryPolicy": {
+            "maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s", "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"]}},
+        {"name": [{"service": "cryptolens.v1.AlertsService", "method": m}
+                  for m in ("CreateRule", "UpdateRule", "DeleteRule")]},
+    ],
+})
+
+
 def _channel(addr: str) -> grpc.Channel:
-    options = [("grpc.lb_policy_name", "round_robin")] if addr.startswith("dns:") else []
+    options = [("grpc.service_config", _SERVICE_CONFIG)]
     return tls.channel(addr, tls.ClientTLS.from_env(), options)  # TLS when CRYPTOLENS_TLS_CA_FILE is set
 
 

@@ -204,7 +204,8 @@ class SeriesSource:
 
     def _fetch_stub(self) -> fetch_pb2_grpc.FetchServiceStub:
         if self._channel is None:
-            options = [("grpc.lb_policy_name", "round_robin")] if self.fetch_addr.startswith("dns:") else []
+            # round_robin over every address the target names (dns:/// on a headless Service, ipv4:a,b)
+            options = [("grpc.lb_policy_name", "round_robin")]
             self._channel = aio_channel(self.fetch_addr, self.tls, options, self._credentials)
         return fetch_pb2_grpc.FetchServiceStub(self._channel)
 

@@ -4,6 +4,12 @@ A lease is ``SET key owner NX PX ttl``; only the owner may renew or release it (
 act in one Lua script, so an expired-and-retaken lease is never touched by its old owner).
 ``hold`` keeps a lease renewed while work runs, however long the work takes; ``release_all``
 gives every lease back on stop so another replica takes over at once.
+
+Spread: every replica heartbeats into one sorted set (scored by Redis' own clock, so hosts' clocks
+do not matter); the members seen within a lease ttl are the live replicas, and ``quota`` is how
+many series this one should hold: the live replicas, in the order of their ids, split the series
+as evenly as whole numbers allow, so the quotas add up to the series count. A replica that dies
+stops heartbeating, so within a ttl the others' quotas grow and they take its expired leases.
 """
 
 from __future__ import annotations
@@ -32,6 +38,16 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# Heartbeat, prune the replicas not seen within a ttl, list the rest: one atomic step on Redis' clock.
+_HEARTBEAT = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('zremrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('zadd', KEYS[1], now, ARGV[1])
+redis.call('pexpire', KEYS[1], ARGV[2])
+return redis.call('zrange', KEYS[1], 0, -1)
+"""
+REPLICAS_KEY = "cl:v1:fetch:replicas"
 
 
 def lease_key(symbol: str, interval: str) -> str:
@@ -47,6 +63,7 @@ class Leases:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
+        self._heartbeat = redis.register_script(_HEARTBEAT)
         self._held: set[tuple[str, str]] = set()
 
     async def acquire(self, symbol: str, interval: str) -> bool:
@@ -76,8 +93,15 @@ class Leases:
         finally:
             # Told to stop rather than cancelled: a renewal in flight finishes its Redis round trip
             # (a command cancelled between send and reply can leave the shared pool's connection stuck).
+            # Shielded: a cancellation of the caller while it waits here stays the caller's (unshielded
+            # it went to the renewer, which was ending anyway and ate it, and the caller ran on); the
+            # caller still waits for the renewer, so nothing renews after a stop released the lease.
             done.set()
-            await renewer
+            try:
+                await asyncio.shield(renewer)
+            except asyncio.CancelledError:
+                await renewer
+                raise
 
     async def _keep(self, symbol: str, interval: str, done: asyncio.Event) -> None:
         while True:
@@ -99,6 +123,18 @@ class Leases:
     async def release_all(self) -> None:
         for symbol, interval in list(self._held):
             await self.release(symbol, interval)
+        await self.redis.zrem(REPLICAS_KEY, self.owner)  # leaving: the others' quotas grow at once
+
+    def holds(self, symbol: str, interval: str) -> bool:
+        return (symbol, interval) in self._held
+
+    async def quota(self, n_series: int) -> int:
+        """Heartbeats, then: how many of ``n_series`` this replica should hold. Each live replica gets
+        n // live, and the first n % live of them by id one more."""
+        members = await self._heartbeat(keys=[REPLICAS_KEY], args=[self.owner, self.ttl_ms])
+        live = sorted(m.decode() for m in members)
+        whole, extra = divmod(n_series, len(live))
+        return whole + (live.index(self.owner) < extra)
 
     async def holder(self, symbol: str, interval: str) -> str | None:
         value = await self.redis.get(lease_key(symbol, interval))

@@ -4,6 +4,9 @@ The series it refreshes: the watch list at the watched interval, every csv file 
 series someone asked for recently (``PriceStore.used_series``, bounded), whatever its interval.
 Each series is refreshed only by the replica that holds its lease in Redis, renewed while the
 refresh runs, so several Fetch replicas on one Redis never poll the same series at the same time.
+A replica takes a new lease only while it holds fewer than its quota (``Leases.quota``) and gives
+back what it holds beyond it; the quotas of the live replicas add up to the series count, so the
+series spread over them as evenly as whole numbers allow.
 A refresh that fails writes nothing: the series gets older (the age gauge shows it), one log line
 says so, and the next tick tries again.
 """
@@ -39,6 +42,16 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _stop_if_cancelled() -> None:
+    """Raises the cancellation a stop asked for, even one that got lost: before Python 3.12,
+    ``asyncio.wait_for`` (redis-py's socket writes use it) can swallow one that arrives as the
+    awaited call completes, and the scheduler ran on, holding its leases, until the process was
+    killed (1 SIGTERM in about 20). The request still shows in ``cancelling()``."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Scheduler:
     def __init__(self, ingestor: Ingestor, leases: Leases, watchlist: list[str], interval: str,
                  history_days: int, refresh_s: float, files: list[tuple[str, str]] = ()):
@@ -72,6 +85,7 @@ class Scheduler:
                 if failing:
                     log.info("refresh ticks work again")
                 failing = False
+            _stop_if_cancelled()
             await asyncio.sleep(self.refresh_s)
 
     async def targets(self) -> list[tuple[str, str]]:
@@ -81,10 +95,20 @@ class Scheduler:
         return [key for key in series if self.ingestor.supports(*key)]
 
     async def tick(self) -> None:
-        for symbol, interval in await self.targets():
-            async with self.leases.hold(symbol, interval) as held:
-                if held:
-                    await self._refresh_logged(symbol, interval)
+        targets = await self.targets()
+        quota = await self.leases.quota(len(targets))
+        mine = [key for key in targets if self.leases.holds(*key)]
+        for key in mine[quota:]:  # above its quota (a replica joined): one below its own takes them
+            await self.leases.release(*key)
+        holding = len(mine[:quota])
+        for symbol, interval in targets:
+            _stop_if_cancelled()
+            had = self.leases.holds(symbol, interval)
+            if had or holding < quota:  # keeps what it holds; takes a free series only below its quota
+                async with self.leases.hold(symbol, interval) as held:
+                    holding += held - had
+                    if held:
+                        await self._refresh_logged(symbol, interval)
             await self._publish_age(symbol, interval)
 
     async def _refresh_logged(self, symbol: str, interval: str) -> None:
