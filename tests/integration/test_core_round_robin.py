@@ -61,7 +61,7 @@ class NameServer:
 def served(service: ServiceProcess, method: str, host: str = "127.0.0.1") -> int:
     """Calls of ``method`` this replica answered, from its own /metrics request counter (every code)."""
     text = urllib.request.urlopen(f"http://{host}:{service.metrics_port}/metrics", timeout=5).read().decode()
-    pattern = rf'^cryptolens_rpc_requests_total\{{[^}}]*method="{method}"[^}}]*\}} ([0-9.e+]+)$'
+    pattern = rf'^grpc_server_handled_total\{{[^}}]*grpc_method="{method}"[^}}]*\}} ([0-9.e+]+)$'
     return int(sum(float(v) for v in re.findall(pattern, text, re.MULTILINE)))
 
 
