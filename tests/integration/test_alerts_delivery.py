@@ -5,42 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prometheus_client import REGISTRY
 
 from services.alerts.notify import DEAD_KEY, OUTBOX_KEY, Receiver
-from tests.conftest import free_port
-
-
-class Scripted(ThreadingHTTPServer):
-    """Answers each POST with the next status of a script (then 200), recording the bodies."""
-
-    def __init__(self, statuses: list[int]):
-        self.statuses = list(statuses)
-        self.bodies: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status = outer.statuses.pop(0) if outer.statuses else 200
-                if status == 200:
-                    outer.bodies.append(body)
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", free_port()), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+from tests.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture
@@ -48,13 +18,12 @@ def http():
     servers = []
 
     def make(statuses):
-        servers.append(Scripted(statuses))
+        servers.append(WebhookReceiver(statuses))
         return servers[-1]
 
     yield make
     for server in servers:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 def event(n: int) -> bytes:

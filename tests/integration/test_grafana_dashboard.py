@@ -18,7 +18,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import pytest
@@ -27,6 +26,7 @@ from cryptolens.v1 import alerts_pb2, alerts_pb2_grpc, core_pb2, core_pb2_grpc, 
 from tests.conftest import ROOT, RedisServer, free_port, require_tool, wait_for_port
 from tests.integration.services import Stack
 from tests.replay_server import ReplayServer, SyntheticMarket
+from tests.webhook_receiver import WebhookReceiver
 
 DASHBOARD = ROOT / "helm" / "cryptolens" / "files" / "grafana-dashboard.json"
 RULES = ROOT / "helm" / "cryptolens" / "files" / "prometheus-rules.yaml"
@@ -44,27 +44,6 @@ def panel_targets() -> list[tuple[str, str]]:
             assert "$" not in expr, f"{panel['title']}: unreplaced variable in {expr}"
             found.append((panel["title"], expr))
     return found
-
-
-class Webhook(ThreadingHTTPServer):
-    """Accepts every notification."""
-
-    def __init__(self):
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", free_port()), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
 
 
 def api(base: str, path: str) -> dict:
@@ -100,7 +79,7 @@ def scraped_stack(tmp_path):
     redis.start()
     exchange = ReplayServer().__enter__()
     exchange.serve_market(SyntheticMarket())
-    webhook = Webhook()
+    webhook = WebhookReceiver()
     stack = Stack(redis.url, tmp_path)
     prometheus = None
     try:
@@ -130,8 +109,7 @@ def scraped_stack(tmp_path):
             prometheus.terminate()
             prometheus.wait(timeout=30)
         stack.stop()
-        webhook.shutdown()
-        webhook.server_close()
+        webhook.close()
         exchange.__exit__(None, None, None)
         redis.stop()
 

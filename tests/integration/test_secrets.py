@@ -14,10 +14,8 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
@@ -28,6 +26,7 @@ from services.common.tls import ClientTLS, channel
 from tests.conftest import ROOT, free_port, require_tool
 from tests.integration.test_local_up import Up, descendants, pick_offset
 from tests.tls_certs import TestCA
+from tests.webhook_receiver import WebhookReceiver
 
 API_KEY = "CG-apikey-5e1f0c2b9d"
 PATH_TOKEN = "T0KEN-path-8a41c7"
@@ -36,38 +35,13 @@ WRONG_PASSWORD = "WRONG-redis-pass-77d1"
 BAD_URL_SECRETS = ("T0KEN-in-a-bad-url-3c", "PASSWORD-in-a-bad-url-9f")
 
 
-class Webhook(ThreadingHTTPServer):
-    """A webhook that refuses every notification (503), so the service logs its failures."""
-
-    def __init__(self):
-        self.paths: list[str] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.paths.append(self.path)
-                self.send_response(503)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", free_port()), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hooks/{PATH_TOKEN}?sig={QUERY_TOKEN}"
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     require_tool("redis-server")
     tmp = tmp_path_factory.mktemp("secrets")
     ca = TestCA(tmp)
     server = ca.issue("server")
-    hook = Webhook()
+    hook = WebhookReceiver(default=503, path=f"/hooks/{PATH_TOKEN}?sig={QUERY_TOKEN}")  # refuses: failures logged
     env = {"CRYPTOLENS_TLS_CERT_FILE": str(server.cert), "CRYPTOLENS_TLS_KEY_FILE": str(server.key),
            "CRYPTOLENS_TLS_CA_FILE": str(ca.cert), "CRYPTOLENS_WEBHOOK_URL": hook.url,
            "CRYPTOLENS_COINGECKO_API_KEY": API_KEY, "CRYPTOLENS_EVAL_INTERVAL_S": "1",
@@ -81,8 +55,7 @@ def run(tmp_path_factory):
     finally:
         if up.proc.poll() is None:
             up.ctrl_c()
-        hook.shutdown()
-        hook.server_close()
+        hook.close()
 
 
 def listening_sockets(pids: set[int]) -> list[tuple[int, str, int]]:
