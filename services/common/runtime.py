@@ -75,6 +75,19 @@ def _request_type(method: str) -> str:
         return "request message"
 
 
+def _by_code(counter: Counter, rpc: tuple[str, str, str]) -> Callable[[grpc.StatusCode], Counter]:
+    """``counter``'s child for a status code of one method, looked up once per code."""
+    children: dict[grpc.StatusCode, Counter] = {}
+
+    def child(code: grpc.StatusCode) -> Counter:
+        found = children.get(code)
+        if found is None:
+            found = children[code] = counter.labels(*rpc, code.name)
+        return found
+
+    return child
+
+
 def _decoder(deserializer: Callable[[bytes], object] | None, request_type: str) -> Callable[[bytes], object]:
     """The handler's deserializer, with undecodable bytes as INVALID_ARGUMENT instead of UNKNOWN."""
 
@@ -113,13 +126,23 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, draining: asyncio.Event):
         self.draining = draining
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        service, _, method = handler_call_details.method.lstrip("/").partition("/")
-        decode = _decoder(handler.request_deserializer, _request_type(handler_call_details.method))
+        path = handler_call_details.method
+        known = self._wrapped.get(path)
+        if known is not None and known[0] is handler:
+            return known[1]  # wrapped once per method, not on every call
+        wrapped = self._wrap(handler, path)
+        self._wrapped[path] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, path: str) -> grpc.RpcMethodHandler:
+        service, _, method = path.lstrip("/").partition("/")
+        decode = _decoder(handler.request_deserializer, _request_type(path))
         if handler.unary_unary:
             wrapped = self._wrap_unary(handler.unary_unary, ("unary", service, method), decode)
             return grpc.unary_unary_rpc_method_handler(wrapped, None, handler.response_serializer)
@@ -145,8 +168,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         return code
 
     def _wrap_unary(self, behavior, rpc: tuple[str, str, str], decode):
+        calls, handling, handled = RPC_STARTED.labels(*rpc), RPC_HANDLING.labels(*rpc), _by_code(RPC_HANDLED, rpc)
+
         async def wrapped(raw, context):
-            RPC_STARTED.labels(*rpc).inc()
+            calls.inc()
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
@@ -160,15 +185,16 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             except Exception as exc:  # noqa: BLE001 - every error becomes a proper status
                 code = self._fail(context, rpc, exc)
             finally:
-                RPC_HANDLED.labels(*rpc, code.name).inc()
-                RPC_HANDLING.labels(*rpc).observe(time.perf_counter() - started)
+                handled(code).inc()
+                handling.observe(time.perf_counter() - started)
 
         return wrapped
 
     def _wrap_stream(self, behavior, rpc: tuple[str, str, str], decode, client_streams: bool = False):
+        calls, sent, handled = RPC_STARTED.labels(*rpc), RPC_MSG_SENT.labels(*rpc), _by_code(RPC_HANDLED, rpc)
+
         async def wrapped(raw, context):
-            RPC_STARTED.labels(*rpc).inc()
-            sent = RPC_MSG_SENT.labels(*rpc)
+            calls.inc()
             code = grpc.StatusCode.OK
             items = None
             drain = asyncio.ensure_future(self.draining.wait())
@@ -194,7 +220,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 drain.cancel()
                 if items is not None:
                     await items.aclose()
-                RPC_HANDLED.labels(*rpc, code.name).inc()
+                handled(code).inc()
 
         return wrapped
 

@@ -26,6 +26,7 @@ from cryptolens.v1 import fetch_pb2, fetch_pb2_grpc
 from services.common.convert import to_timestamp
 from services.common.errors import NotFound, ResourceExhausted, Unavailable
 from services.common.events import last_id
+from services.common.kept_states import MISSING, KeptStates
 from services.common.store import UPDATES_LOG, PriceStore, SeriesInfo, info_from_meta, series_key
 from services.common.tls import ClientTLS, aio_channel
 
@@ -191,6 +192,7 @@ class SeriesSource:
         self._channel: grpc.aio.Channel | None = None
         self._locks: weakref.WeakValueDictionary[tuple, asyncio.Lock] = weakref.WeakValueDictionary()
         self._no_earlier: dict[tuple[str, str], _NoEarlier] = {}
+        self._kept = KeptStates(store.redis)
 
     @property
     def cached_bytes(self) -> int:
@@ -210,12 +212,27 @@ class SeriesSource:
         return fetch_pb2_grpc.FetchServiceStub(self._channel)
 
     async def close(self) -> None:
+        await self._kept.close()
         if self._channel is not None:
             await self._channel.close()
 
     # --- state and stamps -------------------------------------------------------------------
-    async def state(self, symbol: str, interval: str) -> SeriesState | None:
-        """The series' meta and epoch in one snapshot; None if the store does not have the series."""
+    async def state(self, symbol: str, interval: str, fresh: bool = False) -> SeriesState | None:
+        """The series' meta and epoch in one snapshot; None if the store does not have the series.
+        Kept in memory between writes (services/common/kept_states.py) unless ``fresh``."""
+        key = (symbol, interval)
+        if not fresh and (kept := await self._kept.get(key)) is not MISSING:
+            return kept
+        mark = self._kept.mark(key)
+        state = await self._read_state(symbol, interval)
+        self._kept.put(key, state, mark)
+        return state
+
+    def forget_state(self, symbol: str, interval: str) -> None:
+        """The series was written (an event from elsewhere says so): its next state is read from Redis."""
+        self._kept.forget((symbol, interval))
+
+    async def _read_state(self, symbol: str, interval: str) -> SeriesState | None:
         meta_key, key = series_key(symbol, interval, "meta"), epoch_key(symbol, interval)
         for _ in range(_READ_RETRIES):
             async with self.store.redis.pipeline(transaction=True) as tx:
@@ -237,11 +254,11 @@ class SeriesSource:
         if state is not None and not self._wants_earlier(state, start_ms):
             return state
         async with self._lock("fetch", symbol, interval):
-            state = await self.state(symbol, interval)  # another request may have fetched it meanwhile
+            state = await self.state(symbol, interval, fresh=True)  # another request may have fetched it meanwhile
             if state is not None and not self._wants_earlier(state, start_ms):
                 return state
             answered = await self._fetch_through(symbol, interval, start_ms, present=state is not None)
-            state = await self.state(symbol, interval)
+            state = await self.state(symbol, interval, fresh=True)
             if state is None:
                 raise NotFound(f"no data for {symbol} at {interval}")
             if self._wants_earlier(state, start_ms):
@@ -326,7 +343,7 @@ class SeriesSource:
             if data.version == state.info.version:
                 return Series(symbol, interval, data.columns["ts"], data.columns["close"], data.version,
                               data.source, state.stamp, lo, hi, origin=state.info.origin, log_id=log_id)
-            state = await self.state(symbol, interval)  # a write landed in between: read that one
+            state = await self.state(symbol, interval, fresh=True)  # a write landed in between: read that one
             if state is None:
                 raise NotFound(f"no data for {symbol} at {interval}")
         raise Unavailable(f"{symbol} {interval} kept changing while being read; retry")

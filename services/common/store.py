@@ -221,11 +221,13 @@ class PriceStore:
 
         Sent after the write's EXEC: the stream is one key for all series, so it cannot share the
         series' cluster slot. A process dying between EXEC and this call loses the event, not the bars.
-        Two commands, not a pipeline: a Redis Cluster client refuses PUBLISH inside one.
+        Two commands, not a pipeline: a Redis Cluster client refuses PUBLISH inside one. Published
+        first: whoever learns of the write from the stream has then been sent the pub/sub event
+        already, which the states kept in memory rely on (services/common/kept_states.py).
         """
         body = json.dumps(event)
-        await self.redis.xadd(UPDATES_LOG, {"event": body}, maxlen=UPDATES_LOG_LEN, approximate=True)
         await self.redis.publish(UPDATES_CHANNEL, body)
+        await self.redis.xadd(UPDATES_LOG, {"event": body}, maxlen=UPDATES_LOG_LEN, approximate=True)
 
     async def read(
         self,

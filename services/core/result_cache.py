@@ -25,11 +25,16 @@ class ResultCache:
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple, bytes] = OrderedDict()
+        self._lookups: dict[tuple[str, str], Counter] = {}  # the counter's children, looked up once
         self.bytes = 0
 
     def get(self, method: str, key: tuple) -> bytes | None:
         raw = self._entries.get(key)
-        CACHE_LOOKUPS.labels(method, "hit" if raw is not None else "miss").inc()
+        result = "hit" if raw is not None else "miss"
+        counter = self._lookups.get((method, result))
+        if counter is None:
+            counter = self._lookups[method, result] = CACHE_LOOKUPS.labels(method, result)
+        counter.inc()
         if raw is not None:
             self._entries.move_to_end(key)
         return raw

@@ -1,0 +1,164 @@
+"""Series states kept in memory between writes, so a warm read costs no Redis round trip.
+
+Reading a state (meta and epoch, one MULTI) was most of a warm GetStats: ~180 µs, twice per call
+with the benchmark. A state read here is kept until an update event for its series arrives on the
+updates channel, and never longer than ``max_age_s`` (a writer that dies between its write and its
+announcement loses the event; that costs at most this long).
+
+Before a kept state is used, the events already sent to this process are applied: the subscription's
+socket is polled, and whatever it holds is read first. Redis sends a PUBLISH to its subscribers
+before it answers the publisher, so a write whose writer has returned (Fetch announces before it
+answers) is never hidden from a read that starts after it. The subscription breaking (Redis
+restarted, empty or not; a failover) drops everything kept, and nothing is kept until it is back;
+so does a reconnect redis-py makes by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import select
+import time
+
+import redis.asyncio as aioredis
+from prometheus_client import Counter
+
+from services.common.redis_client import is_outage
+from services.common.store import UPDATES_CHANNEL
+
+log = logging.getLogger("cryptolens.series")
+
+KEPT_LOOKUPS = Counter("cryptolens_series_state_lookups_total",
+                       "Series state lookups: kept in memory (hit) or read from Redis (miss)", ["result"])
+
+_HIT, _MISS = KEPT_LOOKUPS.labels("hit"), KEPT_LOOKUPS.labels("miss")
+MISSING = object()
+RESUBSCRIBE_S = 1.0
+_PENDING_WAIT_S = 0.05  # bytes are in the socket: the event loop reads them within one turn
+
+
+class KeptStates:
+    def __init__(self, redis: aioredis.Redis, max_age_s: float = 2.0):
+        self.redis = redis
+        self.max_age_s = max_age_s
+        self._states: dict[tuple[str, str], tuple[object, float]] = {}
+        self._changes: dict[tuple[str, str], int] = {}  # events seen per series: a read that saw one is not kept
+        self._subscription = 0  # counts subscriptions: events missed between two are unknown
+        self._pubsub = None
+        self._retry_at = 0.0
+        self._lock = asyncio.Lock()
+        self._idle_drain: asyncio.Task | None = None
+
+    def mark(self, key: tuple[str, str]) -> tuple[int, int]:
+        """Taken before reading a state from Redis; ``put`` keeps the state only if no event came since
+        on the same subscription."""
+        return self._subscription, self._changes.get(key, 0)
+
+    def put(self, key: tuple[str, str], state, mark: tuple[int, int]) -> None:
+        if self._pubsub is not None and self.mark(key) == mark:
+            self._states[key] = (state, time.monotonic() + self.max_age_s)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """Drop the kept state of one series: for a caller told of a write by another channel."""
+        self._apply_change(key)
+
+    async def get(self, key: tuple[str, str]):
+        """The kept state (``None`` for a series the store does not have), or ``MISSING``."""
+        if not await self._sync():
+            _MISS.inc()
+            return MISSING
+        kept = self._states.get(key)
+        if kept is None or kept[1] < time.monotonic():
+            _MISS.inc()
+            return MISSING
+        _HIT.inc()
+        return kept[0]
+
+    async def close(self) -> None:
+        if self._idle_drain is not None:
+            self._idle_drain.cancel()
+        await self._drop()
+
+    async def _sync(self) -> bool:
+        """Apply every event already sent to this process; False while not subscribed."""
+        async with self._lock:
+            if self._pubsub is None and not await self._subscribe():
+                return False
+            try:
+                empty_reads = 0
+                while empty_reads < 2:  # bytes that never make a message (TLS records) end it too
+                    in_socket = self._socket_readable()
+                    if not in_socket and not await self._pubsub.connection.can_read():
+                        break  # nothing was sent to us that we have not applied
+                    message = await self._pubsub.get_message(ignore_subscribe_messages=True,
+                                                             timeout=_PENDING_WAIT_S if in_socket else 0)
+                    if message is None:
+                        empty_reads += 1
+                    else:
+                        empty_reads = 0
+                        self._apply(message)
+                return True
+            except Exception as exc:  # noqa: BLE001 - any failure of the subscription: keep nothing
+                if not (is_outage(exc) or isinstance(exc, OSError)):
+                    log.warning("update subscription failed; states are read from Redis", extra={"error": str(exc)[:200]})
+                await self._drop()
+                return False
+
+    def _apply(self, message: dict) -> None:
+        try:
+            event = json.loads(message["data"])
+            key = (event["symbol"], event["interval"])
+        except (ValueError, KeyError, TypeError):
+            self._states.clear()  # an event we cannot read may be about anything
+            return
+        self._apply_change(key)
+
+    def _apply_change(self, key: tuple[str, str]) -> None:
+        self._changes[key] = self._changes.get(key, 0) + 1
+        self._states.pop(key, None)
+
+    def _socket_readable(self) -> bool:
+        connection = getattr(self._pubsub, "connection", None)
+        writer = getattr(connection, "_writer", None)
+        sock = writer.get_extra_info("socket") if writer is not None else None
+        if sock is None:
+            return False
+        return bool(select.select([sock], [], [], 0)[0])
+
+    async def _subscribe(self) -> bool:
+        if time.monotonic() < self._retry_at:
+            return False
+        self._retry_at = time.monotonic() + RESUBSCRIBE_S
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(UPDATES_CHANNEL)
+        except Exception:  # noqa: BLE001 - Redis down (or no pub/sub here): read every state, try again later
+            await pubsub.aclose()
+            return False
+        self._pubsub = pubsub
+        self._subscription += 1
+        # redis-py reconnects a broken subscription by itself; what was sent meanwhile is lost.
+        pubsub.connection.register_connect_callback(self._reconnected)
+        if self._idle_drain is None or self._idle_drain.done():
+            self._idle_drain = asyncio.get_running_loop().create_task(self._drain_while_idle())
+        return True
+
+    def _reconnected(self, _connection) -> None:
+        self._states.clear()
+        self._subscription += 1
+
+    async def _drop(self) -> None:
+        self._states.clear()
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                await pubsub.aclose()
+            except Exception:  # noqa: BLE001 - the connection is already gone
+                pass
+
+    async def _drain_while_idle(self) -> None:
+        """Events are read even when nobody asks, so Redis never buffers them up for a quiet process."""
+        while self._pubsub is not None:
+            await asyncio.sleep(1.0)
+            await self._sync()

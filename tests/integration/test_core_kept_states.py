@@ -1,0 +1,118 @@
+"""Series states kept in Core's memory between writes (services/common/kept_states.py), against a real
+redis-server and a real Core process: a warm GetStats asks Redis nothing, yet every finished write
+is seen by the next call, a write whose announcement was lost is seen within the bound, and a Redis
+restarted empty is never answered from what was kept."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import numpy as np
+import pytest
+import redis as redis_sync
+
+from cryptolens.v1 import core_pb2, core_pb2_grpc
+from services.common.store import PriceStore
+from tests.conftest import RedisServer
+from tests.integration.test_core_incremental import MINUTE, START, Store, start_core
+
+N = 3_000
+REQUEST = core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", benchmark="ETH-USD")
+
+
+@pytest.fixture
+def redis(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def transactions(url: str) -> int:
+    stats = redis_sync.Redis.from_url(url).info("commandstats")
+    return int(stats.get("cmdstat_exec", {}).get("calls", 0))
+
+
+def test_a_warm_call_reads_nothing_from_redis_and_sees_every_finished_write(redis, tmp_path):
+    store = Store(redis.url)
+    ts = START + np.arange(N, dtype=np.int64) * MINUTE
+    close = 100 + np.cumsum(np.random.default_rng(3).normal(0, 0.1, N))
+    store.write(ts, close)
+    store.write(ts, close * 2, symbol="ETH-USD")
+    core = start_core(redis, tmp_path, "kept")
+    try:
+        with grpc.insecure_channel(core.addr) as channel:
+            stub = core_pb2_grpc.CoreServiceStub(channel)
+            stub.GetStats(REQUEST, timeout=30)
+            before = transactions(redis.url)
+            for _ in range(200):
+                assert stub.GetStats(REQUEST, timeout=30).cached
+            # Before: two MULTI/EXEC per call (the series' state and the benchmark's).
+            assert transactions(redis.url) - before == 0
+            # A write finished (announced) before the call began is always in the answer.
+            last_ts, last = int(ts[-1]), float(close[-1])
+            for step in range(100):
+                last_ts += MINUTE
+                last += 0.5
+                store.write([last_ts], [last])
+                reply = stub.GetStats(REQUEST, timeout=30)
+                assert (reply.count, reply.end.ToMilliseconds(), reply.last) == (N + step + 1, last_ts, last)
+    finally:
+        core.stop()
+
+
+def test_a_write_whose_announcement_was_lost_is_seen_within_the_bound(redis, tmp_path, monkeypatch):
+    store = Store(redis.url)
+    ts = START + np.arange(N, dtype=np.int64) * MINUTE
+    store.write(ts, np.full(N, 100.0))
+    store.write(ts, np.full(N, 50.0), symbol="ETH-USD")
+    core = start_core(redis, tmp_path, "lost")
+    try:
+        with grpc.insecure_channel(core.addr) as channel:
+            stub = core_pb2_grpc.CoreServiceStub(channel)
+            assert stub.GetStats(REQUEST, timeout=30).last == 100.0
+
+            async def silent(self, event):  # the writer died between its EXEC and its announcement
+                return None
+            monkeypatch.setattr(PriceStore, "_announce", silent)
+            store.write([int(ts[-1]) + MINUTE], [101.0])
+            written = time.monotonic()
+            while stub.GetStats(REQUEST, timeout=30).last != 101.0:
+                assert time.monotonic() - written < 4.0, "a write without its event was hidden past the bound"
+                time.sleep(0.05)
+    finally:
+        core.stop()
+
+
+def test_redis_restarted_empty_is_never_answered_from_kept_states(redis, tmp_path):
+    store = Store(redis.url)
+    ts = START + np.arange(N, dtype=np.int64) * MINUTE
+    store.write(ts, np.full(N, 100.0))
+    store.write(ts, np.full(N, 50.0), symbol="ETH-USD")
+    core = start_core(redis, tmp_path, "restart")
+    try:
+        with grpc.insecure_channel(core.addr) as channel:
+            stub = core_pb2_grpc.CoreServiceStub(channel)
+            assert stub.GetStats(REQUEST, timeout=30).last == 100.0
+            redis.proc.kill()
+            redis.proc.wait()
+            redis.start()
+            # Before anything is written again: no series (Fetch, which would be asked, is not
+            # running), and never the one kept from before, for longer than anything is kept.
+            codes = set()
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                with pytest.raises(grpc.RpcError) as failed:
+                    stub.GetStats(REQUEST, timeout=30)
+                codes.add(failed.value.code())
+                time.sleep(0.1)
+            assert codes <= {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE}, codes
+            # Written again (versions start over at 1): the new bars, at once.
+            store.write(ts[:10], np.full(10, 7.0))
+            store.write(ts[:10], np.full(10, 3.0), symbol="ETH-USD")
+            reply = stub.GetStats(REQUEST, timeout=30)
+            assert (reply.count, reply.last) == (10, 7.0)
+    finally:
+        core.stop()
