@@ -22,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 
 from tests.conftest import RedisServer, free_port, wait_for_port
-from tests.integration.services import Stack
+from tests.integration.services import Stack, point_page_at
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 SYMBOLS = ["BTC-USD", "ETH-USD"]
@@ -247,9 +247,7 @@ def test_redis_restarted_empty_every_service_notices_and_everything_comes_back(c
     assert until(lambda: contents(stack).lost, 30), "no one recorded that Redis came back empty"
     assert contents(stack).began.ToMilliseconds() >= restarted_ms
     from streamlit.testing.v1 import AppTest
-    for name, env in (("fetch", "CRYPTOLENS_FETCH_ADDR"), ("core", "CRYPTOLENS_CORE_ADDR"),
-                      ("alerts", "CRYPTOLENS_ALERTS_ADDR")):
-        monkeypatch.setenv(env, stack[name].addr)
+    point_page_at(stack, monkeypatch)
     page = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "ui" / "app.py"), default_timeout=120).run()
     assert not page.exception, page.exception
     said = [m.value for m in page.markdown if "restarted empty" in m.value]
