@@ -7,7 +7,6 @@ import json
 
 import pandas as pd
 import pyarrow as pa
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT, free_port
