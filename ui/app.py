@@ -21,8 +21,8 @@ from ui.background import BackgroundCalls
 from ui.client import CryptoLensClient, ServiceError
 from ui.present import (NO_PRICE_CALL, RULE_CONDITIONS, RULE_METRICS, band, colours, correlation_cells,
                         default_interval, delta_label, freshness_line, gap_after_ms, local_time, next_period, num,
-                        pct, portfolio_rows, price, price_lines, record_sentence, symbol_badges, threshold_rule,
-                        threshold_text, updated_line)
+                        pct, portfolio_rows, price, price_lines, record_sentence, store_lost_sentence, symbol_badges,
+                        threshold_rule, threshold_text, updated_line)
 
 WINDOWS = ["24h", "7d", "30d", "90d", "1y", "5y", "10y"]
 INTERVALS = ["1m", "5m", "15m", "1h", "4h", "1d"]
@@ -99,7 +99,7 @@ def timezone_name() -> str:
 
 
 @st.cache_data(ttl=15, show_spinner=False)
-def load_series(service_addrs: tuple) -> tuple[list[dict], list[str]]:
+def load_series(service_addrs: tuple) -> tuple[list[dict], list[str], dict]:
     return client().list_series()
 
 
@@ -132,7 +132,10 @@ def served() -> tuple[list[dict], list[str]]:
     if isinstance(answer, ServiceError):
         notice(f"The symbol list is from {'earlier' if memo else 'the settings'}: {answer}.", st.sidebar)
     if memo:
-        return memo[1]
+        series, watchlist, contents = memo[1]
+        if sentence := store_lost_sentence(contents, timezone_name()):
+            notice(sentence)
+        return series, watchlist
     watch = [s for s in os.environ.get("CRYPTOLENS_SYMBOLS", "").split(",") if s] or DEFAULT_SYMBOLS
     return [{"symbol": s, "interval": os.environ.get("CRYPTOLENS_INTERVAL") or "1h", "watched": True}
             for s in watch], watch

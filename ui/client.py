@@ -96,9 +96,10 @@ class CryptoLensClient:
             raise ServiceError(f"{service}: {code.name}: {exc.details()}") from None
 
     # --- Fetch ---
-    def list_series(self) -> tuple[list[dict], list[str]]:
+    def list_series(self) -> tuple[list[dict], list[str], dict]:
+        """Stored series, the watch list, and the store's contents (``began``, ``lost``; {} unknown)."""
         reply = self._call("Fetch", self.fetch_addr, self._fetch.ListSymbols, fetch_pb2.ListSymbolsRequest())
-        return [_as_dict(s) for s in reply.series], list(reply.watchlist)
+        return [_as_dict(s) for s in reply.series], list(reply.watchlist), _as_dict(reply.store)
 
     def bars(self, symbol: str, interval: str, lookback: str = "", page_size: int = 1000) -> pd.DataFrame:
         """Every bar of a window, fetched page by page (GetBars answers at most 10,000 bars per call)."""

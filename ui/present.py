@@ -86,6 +86,22 @@ def local_time(iso: str, tz: str = "UTC") -> str:
     return f"{moment.day} {moment:%b %H:%M:%S %Z}"
 
 
+STORE_LOST_SHOWN_S = 24 * 3600
+
+
+def store_lost_sentence(contents: dict, tz: str = "UTC", now: datetime | None = None) -> str | None:
+    """One calm sentence for a store (Redis) that restarted empty within the last day, else None."""
+    began = contents.get("began", "")
+    if not contents.get("lost") or not began:
+        return None
+    moment = datetime.fromisoformat(began.replace("Z", "+00:00"))
+    if ((now or datetime.now(moment.tzinfo)) - moment).total_seconds() > STORE_LOST_SHOWN_S:
+        return None
+    return (f"The shared store (Redis) restarted empty at {local_time(began, tz)}. History has been "
+            "fetched again from the providers since, and alert states were judged afresh; a window "
+            "that reaches back further than the providers serve can be shorter for a while.")
+
+
 def delta_label(change, window: str, coverage: dict | None = None) -> str | None:
     """A metric's delta names its period: '+2.10 % over 30d', or the span it really covers when the
     window is only partly stored: '+2.10 % over 3 days (of 30d)'."""

@@ -4,8 +4,8 @@
     cl:v1:alerts:lease:shard:<n>   STRING replica id, with a TTL: who evaluates shard n
     cl:v1:alerts:lease:<name>      STRING replica id, with a TTL: who runs a singleton (a notify worker)
 
-A (symbol, rule) pair belongs to shard crc32("SYMBOL|rule") % shards. Each replica heartbeats, counts
-the live replicas and holds its fair share of shard leases: it takes free ones when it holds too
+A (symbol, rule) pair belongs to shard crc32("SYMBOL|rule") % shards. Each replica heartbeats, lists
+the live replicas and holds its fair share of shard leases (services/common/fair_share.py): it takes free ones when it holds too
 few and lets go of extras when it holds too many, so a new replica gets work and a dead one's
 shards are taken over once its leases expire. Leases spread the work; they are not what makes a
 transition happen once: every state change is a compare-and-set on the pair's revision in Redis
@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 import zlib
 
 import redis.asyncio as aioredis
 from prometheus_client import Gauge
+
+from services.common.fair_share import fair_share
 
 log = logging.getLogger("cryptolens.alerts")
 
@@ -88,15 +89,15 @@ class Ownership:
     def held(self) -> list[int]:
         return [n for n, lease in self.leases.items() if lease.held]
 
-    async def live_replicas(self) -> int:
+    async def live_replicas(self) -> list[str]:
         now = int(time.time() * 1000)
         await self.redis.zremrangebyscore(REPLICAS_KEY, "-inf", now - int(self.ttl_s * 1000))
-        return max(1, await self.redis.zcard(REPLICAS_KEY))
+        return [m.decode() for m in await self.redis.zrange(REPLICAS_KEY, 0, -1)]
 
     async def balance(self) -> None:
         """Heartbeat, renew what is held, then move towards the fair share."""
         await self.redis.zadd(REPLICAS_KEY, {self.replica_id: int(time.time() * 1000)})
-        share = math.ceil(self.shards / await self.live_replicas())
+        share = fair_share(self.shards, await self.live_replicas(), self.replica_id)
         for lease in self.leases.values():
             if lease.claimed:
                 await lease.acquire_or_renew()

@@ -49,6 +49,7 @@ class KeptStates:
         self._retry_at = 0.0
         self._lock = asyncio.Lock()
         self._idle_drain: asyncio.Task | None = None
+        self._unsupported = False
 
     def mark(self, key: tuple[str, str]) -> tuple[int, int]:
         """Taken before reading a state from Redis; ``put`` keeps the state only if no event came since
@@ -118,22 +119,29 @@ class KeptStates:
         self._changes[key] = self._changes.get(key, 0) + 1
         self._states.pop(key, None)
 
+    @staticmethod
+    def _socket(pubsub):
+        writer = getattr(getattr(pubsub, "connection", None), "_writer", None)
+        return writer.get_extra_info("socket") if writer is not None else None
+
     def _socket_readable(self) -> bool:
-        connection = getattr(self._pubsub, "connection", None)
-        writer = getattr(connection, "_writer", None)
-        sock = writer.get_extra_info("socket") if writer is not None else None
-        if sock is None:
-            return False
-        return bool(select.select([sock], [], [], 0)[0])
+        sock = self._socket(self._pubsub)
+        return sock is None or bool(select.select([sock], [], [], 0)[0])  # unknown counts as pending
 
     async def _subscribe(self) -> bool:
-        if time.monotonic() < self._retry_at:
+        if self._unsupported or time.monotonic() < self._retry_at:
             return False
         self._retry_at = time.monotonic() + RESUBSCRIBE_S
         pubsub = self.redis.pubsub()
         try:
             await pubsub.subscribe(UPDATES_CHANNEL)
         except Exception:  # noqa: BLE001 - Redis down (or no pub/sub here): read every state, try again later
+            await pubsub.aclose()
+            return False
+        if self._socket(pubsub) is None or not hasattr(pubsub.connection, "register_connect_callback"):
+            # This client's pub/sub (a Cluster's) does not show what the guarantee above needs.
+            log.info("states are read from Redis on every call: this client's pub/sub cannot be polled")
+            self._unsupported = True
             await pubsub.aclose()
             return False
         self._pubsub = pubsub

@@ -10,6 +10,8 @@ lives in one cluster slot and its transaction stays single-slot:
     cl:v1:updates                     pub/sub channel, JSON {"symbol","interval","version",...}
     cl:v1:updates:log                 STREAM the same events, trimmed (~UPDATES_LOG_LEN): resumable
     cl:v1:used                        ZSET  "BTC-USD|1d" → last time someone asked for it (bounded)
+    cl:v1:store                       HASH  began (ms), lost: when the contents began, and whether
+                                            earlier ones vanished (a Redis restarted empty)
 
 A chunk holds the bars whose open time falls in [chunk * span, (chunk + 1) * span) with
 span = CHUNK_BARS bars of the interval, so a year of 1-minute bars is ~64 chunks and all daily
@@ -37,6 +39,7 @@ from services.common.intervals import interval_ms
 
 SCHEMA = "cl:v1"
 SERIES_SET = f"{SCHEMA}:series"
+CONTENTS_KEY = f"{SCHEMA}:store"
 UPDATES_CHANNEL = f"{SCHEMA}:updates"
 UPDATES_LOG = f"{SCHEMA}:updates:log"
 UPDATES_LOG_LEN = 10_000  # events kept for resuming watchers (approximate trim)
@@ -98,6 +101,14 @@ def merge_provenance(ranges: list[tuple[int, int, str]], first: int, last: int, 
         (a, _, p1), (_, b, p2) = merged[0], merged[1]
         merged[:2] = [(a, b, p1 if p1 == p2 else "mixed")]
     return merged
+
+
+@dataclass(frozen=True)
+class Contents:
+    """The store's contents as a whole: when they began, and whether earlier ones were lost."""
+
+    began_ms: int
+    lost: bool
 
 
 @dataclass(frozen=True)
@@ -361,6 +372,25 @@ class PriceStore:
     async def version(self, symbol: str, interval: str) -> int:
         value = await self.redis.hget(series_key(symbol, interval, "meta"), "version")
         return int(value) if value is not None else 0
+
+    async def contents(self) -> Contents | None:
+        raw = await self.redis.hgetall(CONTENTS_KEY)
+        if b"began" not in raw:
+            return None
+        return Contents(int(raw[b"began"]), raw.get(b"lost") == b"1")
+
+    async def mark_contents(self, seen_began_ms: int | None) -> Contents:
+        """The mark of the contents, made at the first look at an empty store. A caller that saw
+        another mark before (``seen_began_ms``) knows the earlier contents vanished (Redis restarted
+        empty) and records that for every reader."""
+        await self.redis.hsetnx(CONTENTS_KEY, "began", int(time.time() * 1000))
+        current = await self.contents()
+        if current is None:  # emptied again in between: the next look marks it
+            raise RuntimeError("the store's contents mark vanished while being made")
+        if seen_began_ms is not None and current.began_ms != seen_began_ms and not current.lost:
+            await self.redis.hset(CONTENTS_KEY, "lost", 1)
+            current = Contents(current.began_ms, True)
+        return current
 
     async def list_series(self) -> list[SeriesInfo]:
         names = sorted(m.decode() for m in await self.redis.smembers(SERIES_SET))

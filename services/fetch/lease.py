@@ -24,6 +24,8 @@ from typing import AsyncIterator
 
 import redis.asyncio as aioredis
 
+from services.common.fair_share import fair_share
+
 log = logging.getLogger("cryptolens.fetch.lease")
 
 _RENEW = """
@@ -132,9 +134,7 @@ class Leases:
         """Heartbeats, then: how many of ``n_series`` this replica should hold. Each live replica gets
         n // live, and the first n % live of them by id one more."""
         members = await self._heartbeat(keys=[REPLICAS_KEY], args=[self.owner, self.ttl_ms])
-        live = sorted(m.decode() for m in members)
-        whole, extra = divmod(n_series, len(live))
-        return whole + (live.index(self.owner) < extra)
+        return fair_share(n_series, [m.decode() for m in members], self.owner)
 
     async def holder(self, symbol: str, interval: str) -> str | None:
         value = await self.redis.get(lease_key(symbol, interval))

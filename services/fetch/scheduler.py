@@ -67,6 +67,7 @@ class Scheduler:
         # Hook for the exchange streams: the open time from which a stream writes the series (None:
         # not streamed now). REST refreshes stop there, so one truth holds for the bars a stream owns.
         self.streamed_from: Callable[[str, str], int | None] = lambda symbol, interval: None
+        self._contents_began: int | None = None  # the store contents' mark this process saw last
 
     async def run(self) -> None:
         # Files first, without waiting for leases: a replica that died without releasing them must
@@ -95,6 +96,7 @@ class Scheduler:
         return [key for key in series if self.ingestor.supports(*key)]
 
     async def tick(self) -> None:
+        await self._check_contents()
         targets = await self.targets()
         quota = await self.leases.quota(len(targets))
         mine = [key for key in targets if self.leases.holds(*key)]
@@ -110,6 +112,13 @@ class Scheduler:
                     if held:
                         await self._refresh_logged(symbol, interval)
             await self._publish_age(symbol, interval)
+
+    async def _check_contents(self) -> None:
+        """Notice a Redis that restarted empty (the contents' mark is gone) and record it for the page."""
+        contents = await self.ingestor.store.mark_contents(self._contents_began)
+        if self._contents_began is not None and contents.began_ms != self._contents_began:
+            log.warning("Redis restarted empty: every series is fetched again from the providers")
+        self._contents_began = contents.began_ms
 
     async def _refresh_logged(self, symbol: str, interval: str) -> None:
         log.debug("poll start", extra={"symbol": symbol, "interval": interval, "owner": self.leases.owner,

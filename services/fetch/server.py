@@ -213,8 +213,11 @@ class FetchService(fetch_pb2_grpc.FetchServiceServicer):
 
     async def ListSymbols(self, request, context):
         series = await self.store.list_series()
+        contents = await self.store.contents()
         watched = set(self.settings.symbols)
         return fetch_pb2.ListSymbolsResponse(
+            store=fetch_pb2.StoreContents(began=to_timestamp(contents.began_ms), lost=contents.lost)
+            if contents is not None else None,
             series=[fetch_pb2.SeriesInfo(
                 symbol=s.symbol, interval=s.interval, count=s.count, source=s.source, data_version=s.version,
                 first=to_timestamp(s.first_ms) if s.first_ms is not None else None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.services import Stack
+from tests.integration.services import Stack, point_page_at
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +19,8 @@ def stack(redis_server, tmp_path_factory):
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def service_env(stack, monkeypatch):
+    return point_page_at(stack, monkeypatch)

@@ -105,3 +105,12 @@ class Stack:
     def stop(self) -> None:
         for service in self.services.values():
             service.stop()
+
+
+def point_page_at(stack: Stack, monkeypatch) -> dict[str, str]:
+    """Point the dashboard (ui/app.py, run in the test process by Streamlit's AppTest) at a stack."""
+    env = {"CRYPTOLENS_FETCH_ADDR": stack["fetch"].addr, "CRYPTOLENS_CORE_ADDR": stack["core"].addr,
+           "CRYPTOLENS_ALERTS_ADDR": stack["alerts"].addr}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env

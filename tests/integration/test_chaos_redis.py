@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import grpc
 import pytest
@@ -21,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 
 from tests.conftest import RedisServer, free_port, wait_for_port
-from tests.integration.services import Stack
+from tests.integration.services import Stack, point_page_at
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 SYMBOLS = ["BTC-USD", "ETH-USD"]
@@ -113,6 +114,11 @@ def chaos_stack(tmp_path):
         server.stop()
 
 
+def contents(stack: Stack) -> fetch_pb2.StoreContents:
+    with grpc.insecure_channel(stack["fetch"].addr) as channel:
+        return fetch_pb2_grpc.FetchServiceStub(channel).ListSymbols(fetch_pb2.ListSymbolsRequest(), timeout=5).store
+
+
 def outbox(store: redis.Redis) -> set[bytes]:
     entries: set[bytes] = set()
     for key in store.scan_iter(match="cl:v1:{alerts}:outbox:*"):
@@ -173,6 +179,7 @@ def test_redis_killed_under_load_then_restarted_from_its_aof_loses_nothing_and_b
         return times[:1] == [first_minute] and times[-1] >= newest - 60_000 and all(
             b - a == 60_000 for a, b in zip(times, times[1:]))
     assert until(complete, 30), bar_times(stack, first_minute)[-5:]
+    assert contents(stack).HasField("began") and not contents(stack).lost  # nothing was lost: none is claimed
 
 
 def rule_ids(stack: Stack) -> set[str]:
@@ -187,12 +194,14 @@ def rule_ids(stack: Stack) -> set[str]:
     return {rule.id for rule in reply.rules}
 
 
-def test_redis_restarted_empty_every_service_notices_and_everything_comes_back(chaos_stack):
+def test_redis_restarted_empty_every_service_notices_and_everything_comes_back(chaos_stack, monkeypatch):
     stack, server = chaos_stack
     store = redis.Redis.from_url(server.url, socket_timeout=5)
     assert until(lambda: store.hlen(STATE_KEY) >= len(SYMBOLS), 60)
     assert "always-high" in rule_ids(stack)
     first_minute = (int(time.time() * 1000) // 60_000 - 20) * 60_000
+    assert until(lambda: contents(stack).HasField("began"), 10) and not contents(stack).lost
+    restarted_ms = int(time.time() * 1000)
 
     server.proc.kill()
     server.proc.wait()
@@ -233,3 +242,13 @@ def test_redis_restarted_empty_every_service_notices_and_everything_comes_back(c
         stats = core_pb2_grpc.CoreServiceStub(channel).GetStats(
             core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", lookback="6h"), timeout=10)
     assert stats.count >= 6 * 60 - 1
+
+    # What happened is said: Fetch recorded that the contents vanished, and the page says so once.
+    assert until(lambda: contents(stack).lost, 30), "no one recorded that Redis came back empty"
+    assert contents(stack).began.ToMilliseconds() >= restarted_ms
+    from streamlit.testing.v1 import AppTest
+    point_page_at(stack, monkeypatch)
+    page = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "ui" / "app.py"), default_timeout=120).run()
+    assert not page.exception, page.exception
+    said = [m.value for m in page.markdown if "restarted empty" in m.value]
+    assert len(said) == 1 and "The shared store (Redis) restarted empty at" in said[0], said

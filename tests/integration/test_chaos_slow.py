@@ -63,7 +63,7 @@ def test_a_slow_core_costs_the_page_one_deadline_and_hides_nothing_else(slow_sta
     with pytest.raises(ServiceError, match="did not answer within 1 s"):
         client.stats("BTC-USD", "1h", "7d")
     assert time.monotonic() - started < 2.5  # the deadline, not the latency
-    series, _ = client.list_series()  # prices and alerts still come while Core is slow
+    series, _, _ = client.list_series()  # prices and alerts still come while Core is slow
     assert series
     assert isinstance(client.alerts(), dict)  # answered (a failure raises ServiceError)
 

@@ -16,15 +16,6 @@ from tests.conftest import ROOT, free_port, require_tool
 APP = str(ROOT / "ui" / "app.py")
 
 
-@pytest.fixture
-def service_env(stack, monkeypatch):
-    env = {"CRYPTOLENS_FETCH_ADDR": stack["fetch"].addr, "CRYPTOLENS_CORE_ADDR": stack["core"].addr,
-           "CRYPTOLENS_ALERTS_ADDR": stack["alerts"].addr}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
-
-
 def test_page_shows_kpis_from_core(service_env):
     from ui.client import CryptoLensClient
     from ui.present import local_time

@@ -7,21 +7,11 @@ import json
 
 import pandas as pd
 import pyarrow as pa
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT, free_port
 
 APP = str(ROOT / "ui" / "app.py")
-
-
-@pytest.fixture
-def service_env(stack, monkeypatch):
-    env = {"CRYPTOLENS_FETCH_ADDR": stack["fetch"].addr, "CRYPTOLENS_CORE_ADDR": stack["core"].addr,
-           "CRYPTOLENS_ALERTS_ADDR": stack["alerts"].addr}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
 
 
 def charts(at: AppTest) -> list[tuple[dict, pd.DataFrame]]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ui.present import (AMBER, PALETTE, colours, correlation_cells, delta_label, gap_after_ms, local_time,
-                        portfolio_rows, price_lines, segments, slug, symbol_badges, threshold_rule, updated_line)
+                        portfolio_rows, price_lines, segments, slug, store_lost_sentence, symbol_badges,
+                        threshold_rule, updated_line)
 
 
 def test_updated_line_says_how_old_the_numbers_are_and_turns_amber_when_stale():
@@ -109,3 +110,13 @@ def test_portfolio_rows_format_weights_and_shares():
     assert rows.to_dict("records") == [
         {"symbol": "BTC-USD", "weight": "60.0 %", "share of risk": "55.0 %", "marginal (per bar)": "0.123 %"},
         {"symbol": "ETH-USD", "weight": "40.0 %", "share of risk": "45.0 %", "marginal (per bar)": "0.150 %"}]
+
+
+def test_a_store_that_restarted_empty_is_said_for_a_day_and_only_then():
+    from datetime import datetime, timezone
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+    sentence = store_lost_sentence({"began": "2026-12-01T10:42:05Z", "lost": True}, "Europe/Berlin", now)
+    assert sentence.startswith("The shared store (Redis) restarted empty at 1 Dec 11:42:05 CET.")
+    assert store_lost_sentence({"began": "2026-11-30T11:59:00Z", "lost": True}, "UTC", now) is None  # a day ago
+    assert store_lost_sentence({"began": "2026-12-01T10:42:05Z"}, "UTC", now) is None  # a first start
+    assert store_lost_sentence({}, "UTC", now) is None  # Fetch has not looked yet

@@ -51,12 +51,22 @@ class SourceRange(_message.Message):
     def __init__(self, first: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
 
 class ListSymbolsResponse(_message.Message):
-    __slots__ = ("series", "watchlist")
+    __slots__ = ("series", "watchlist", "store")
     SERIES_FIELD_NUMBER: _ClassVar[int]
     WATCHLIST_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
     series: _containers.RepeatedCompositeFieldContainer[SeriesInfo]
     watchlist: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, series: _Optional[_Iterable[_Union[SeriesInfo, _Mapping]]] = ..., watchlist: _Optional[_Iterable[str]] = ...) -> None: ...
+    store: StoreContents
+    def __init__(self, series: _Optional[_Iterable[_Union[SeriesInfo, _Mapping]]] = ..., watchlist: _Optional[_Iterable[str]] = ..., store: _Optional[_Union[StoreContents, _Mapping]] = ...) -> None: ...
+
+class StoreContents(_message.Message):
+    __slots__ = ("began", "lost")
+    BEGAN_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    began: _timestamp_pb2.Timestamp
+    lost: bool
+    def __init__(self, began: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lost: _Optional[bool] = ...) -> None: ...
 
 class BackfillRequest(_message.Message):
     __slots__ = ("symbol", "interval", "start", "end")

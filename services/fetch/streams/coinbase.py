@@ -18,20 +18,12 @@ the lost trades were the last ones.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
-from services.fetch.streams.messages import BadFrame, Parsed, Trade, amount, price
+from services.fetch.streams.messages import BadFrame, Parsed, Trade, amount, iso_ms, price
 
 DEFAULT_URL = "wss://ws-feed.exchange.coinbase.com"
 SILENCE_S = 10.0  # one heartbeat per product per second: ten silent seconds is a dead feed
 MAX_AGE_S = 0.0  # no documented connection limit
-
-
-def iso_ms(text: str) -> int:
-    try:
-        return int(datetime.fromisoformat(text).timestamp() * 1000)
-    except (TypeError, ValueError):
-        raise BadFrame(f"time {str(text)[:32]!r} is not ISO-8601") from None
 
 
 class CoinbaseStream:

@@ -14,10 +14,9 @@ Both send a heartbeat about every second when idle, so ten silent seconds mean a
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 from services.fetch.providers.kraken import ASSET_CODES
-from services.fetch.streams.messages import BadFrame, Parsed, Trade, amount, price
+from services.fetch.streams.messages import BadFrame, Parsed, Trade, amount, iso_ms, price
 
 DEFAULT_URL = "wss://ws.kraken.com/v2"
 SILENCE_S = 10.0
@@ -31,13 +30,6 @@ def v1_pair(symbol: str) -> str:
 
 def v2_pair(symbol: str) -> str:
     return symbol.replace("-", "/")
-
-
-def _rfc3339_ms(text: str) -> int:
-    try:
-        return int(datetime.fromisoformat(text).timestamp() * 1000)
-    except (TypeError, ValueError):
-        raise BadFrame(f"timestamp {str(text)[:32]!r} is not RFC 3339") from None
 
 
 class KrakenStream:
@@ -111,7 +103,7 @@ class KrakenStream:
         for row in frame["data"]:
             symbol = self.pairs.get(row["symbol"])
             if symbol is not None:
-                trades.append(Trade(symbol, _rfc3339_ms(row["timestamp"]), price(row["price"]), amount(row["qty"])))
+                trades.append(Trade(symbol, iso_ms(row["timestamp"]), price(row["price"]), amount(row["qty"])))
         if frame.get("type") == "snapshot":
             return Parsed("control")  # trades from before we listened: REST has them
         return Parsed("trade", trades, max(t.ts_ms for t in trades) if trades else None)

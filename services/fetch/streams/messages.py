@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 class BadFrame(ValueError):
@@ -69,3 +70,11 @@ def amount(value) -> float:
     if not 0 <= out < math.inf:
         raise BadFrame(f"{str(value)[:20]!r} is not a quantity")
     return out
+
+
+def iso_ms(text: str) -> int:
+    """An ISO-8601 / RFC 3339 time (Coinbase, Kraken v2) as epoch milliseconds."""
+    try:
+        return int(datetime.fromisoformat(text).timestamp() * 1000)
+    except (TypeError, ValueError):
+        raise BadFrame(f"time {str(text)[:32]!r} is not ISO-8601") from None
