@@ -5,11 +5,11 @@
     cl:v1:alerts:lease:<name>      STRING replica id, with a TTL: who runs a singleton (a notify worker)
 
 A (symbol, rule) pair belongs to shard crc32("SYMBOL|rule") % shards. Each replica heartbeats, lists
-the live replicas and holds its fair share of shard leases (services/common/fair_share.py): it takes free ones when it holds too
-few and lets go of extras when it holds too many, so a new replica gets work and a dead one's
-shards are taken over once its leases expire. Leases spread the work; they are not what makes a
-transition happen once: every state change is a compare-and-set on the pair's revision in Redis
-(see engine.py), so a pair judged by two replicas at once still makes one transition.
+the live replicas and holds its fair share of shard leases (services/common/fair_share.py): it takes
+free ones when it holds too few and lets go of extras when it holds too many, so a new replica gets
+work and a dead one's shards are taken over once its leases expire. Leases spread the work; they are
+not what makes a transition happen once: every state change is a compare-and-set on the pair's
+revision in Redis (see engine.py), so a pair judged by two replicas at once still makes one transition.
 """
 
 from __future__ import annotations

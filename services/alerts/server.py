@@ -193,7 +193,8 @@ class AlertsService(alerts_pb2_grpc.AlertsServiceServicer):
                     if message["type"] != "message":
                         continue
                     event = json.loads(message["data"])
-                    self.series.forget_state(event["symbol"], event["interval"])  # heard here before the kept states may have
+                    # This subscription may hear of the write before the kept states' own one does.
+                    self.series.forget_state(event["symbol"], event["interval"])
                     try:
                         await self.engine.evaluate([event["symbol"]], interval=event["interval"], owned_only=True)
                     except Exception as exc:  # noqa: BLE001 - the timer catches up; keep listening

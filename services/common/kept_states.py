@@ -102,7 +102,8 @@ class KeptStates:
                 return True
             except Exception as exc:  # noqa: BLE001 - any failure of the subscription: keep nothing
                 if not (is_outage(exc) or isinstance(exc, OSError)):
-                    log.warning("update subscription failed; states are read from Redis", extra={"error": str(exc)[:200]})
+                    log.warning("update subscription failed; states are read from Redis",
+                                extra={"error": str(exc)[:200]})
                 await self._drop()
                 return False
 
@@ -139,7 +140,8 @@ class KeptStates:
             await pubsub.aclose()
             return False
         if self._socket(pubsub) is None or not hasattr(pubsub.connection, "register_connect_callback"):
-            # This client's pub/sub (a Cluster's) does not show what the guarantee above needs.
+            # This client's pub/sub does not show what the guarantee above needs (its socket, a
+            # reconnect hook): keep nothing rather than keep states on a weaker promise.
             log.info("states are read from Redis on every call: this client's pub/sub cannot be polled")
             self._unsupported = True
             await pubsub.aclose()
