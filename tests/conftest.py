@@ -114,6 +114,15 @@ def redis_server(tmp_path_factory):
 
 
 @pytest.fixture
+def redis(tmp_path):
+    """A redis-server of the test's own, for tests that kill, restart or empty it."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def scratch_redis_url(redis_server) -> str:
     """Database 1 of the session's Redis: tests may flush it; the running stack uses database 0."""
     return redis_server.url[:-1] + "1"

@@ -7,17 +7,20 @@ lands in the ephemeral range). ``stop()`` kills whatever is still running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
 
 import grpc
 import redis
 
 from cryptolens.v1 import alerts_pb2, alerts_pb2_grpc, core_pb2, core_pb2_grpc, fetch_pb2, fetch_pb2_grpc
 from tests.conftest import free_port, require_tool, wait_for_port
+from tests.integration.services import Stack
 
 
 class Node:
@@ -295,3 +298,23 @@ class StackCalls:
     def close(self) -> None:
         for channel in self.channels.values():
             channel.close()
+
+
+@contextlib.contextmanager
+def serving_stack(url: str, tmp: Path, **extra_env: str) -> Iterator[tuple[Stack, StackCalls]]:
+    """Fetch (simulated), Core and Alerts on the topology at ``url``, all three answering OK."""
+    stack = Stack(url, tmp, extra_env={"CRYPTOLENS_REDIS_CHECK_S": "0.5", **extra_env})
+    stack.add("fetch", "--provider", "simulated", "--refresh-s", "2", "--history-days", "30")
+    stack.add("core")
+    stack.add("alerts")
+    calls = None
+    try:
+        for name in ("fetch", "core", "alerts"):
+            stack[name].wait_serving(40)
+        calls = StackCalls(stack)
+        calls.until_all_ok(30)
+        yield stack, calls
+    finally:
+        if calls is not None:
+            calls.close()
+        stack.stop()

@@ -112,14 +112,6 @@ def assert_same(got, want) -> None:
             assert getattr(got, name) == pytest.approx(getattr(want, name), rel=1e-9, abs=1e-12), name
 
 
-@pytest.fixture
-def redis(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_incremental_answers_equal_full_and_cold_ones_and_fall_back_when_they_must(redis, tmp_path):
     rng = np.random.default_rng(11)
     store = Store(redis.url)

@@ -5,7 +5,6 @@ restarted empty is never answered from what was kept."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import grpc
@@ -15,19 +14,10 @@ import redis as redis_sync
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
 from services.common.store import PriceStore
-from tests.conftest import RedisServer
 from tests.integration.test_core_incremental import MINUTE, START, Store, start_core
 
 N = 3_000
 REQUEST = core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", benchmark="ETH-USD")
-
-
-@pytest.fixture
-def redis(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def transactions(url: str) -> int:
@@ -63,56 +53,53 @@ def test_a_warm_call_reads_nothing_from_redis_and_sees_every_finished_write(redi
         core.stop()
 
 
-def test_a_write_whose_announcement_was_lost_is_seen_within_the_bound(redis, tmp_path, monkeypatch):
+@pytest.fixture
+def flat(redis, tmp_path):
+    """Flat BTC-USD (100) and ETH-USD (50) minutes, and a Core that has answered once from them."""
     store = Store(redis.url)
     ts = START + np.arange(N, dtype=np.int64) * MINUTE
     store.write(ts, np.full(N, 100.0))
     store.write(ts, np.full(N, 50.0), symbol="ETH-USD")
-    core = start_core(redis, tmp_path, "lost")
+    core = start_core(redis, tmp_path, "flat")
     try:
         with grpc.insecure_channel(core.addr) as channel:
             stub = core_pb2_grpc.CoreServiceStub(channel)
             assert stub.GetStats(REQUEST, timeout=30).last == 100.0
-
-            async def silent(self, event):  # the writer died between its EXEC and its announcement
-                return None
-            monkeypatch.setattr(PriceStore, "_announce", silent)
-            store.write([int(ts[-1]) + MINUTE], [101.0])
-            written = time.monotonic()
-            while stub.GetStats(REQUEST, timeout=30).last != 101.0:
-                assert time.monotonic() - written < 4.0, "a write without its event was hidden past the bound"
-                time.sleep(0.05)
+            yield store, ts, stub
     finally:
         core.stop()
 
 
-def test_redis_restarted_empty_is_never_answered_from_kept_states(redis, tmp_path):
-    store = Store(redis.url)
-    ts = START + np.arange(N, dtype=np.int64) * MINUTE
-    store.write(ts, np.full(N, 100.0))
-    store.write(ts, np.full(N, 50.0), symbol="ETH-USD")
-    core = start_core(redis, tmp_path, "restart")
-    try:
-        with grpc.insecure_channel(core.addr) as channel:
-            stub = core_pb2_grpc.CoreServiceStub(channel)
-            assert stub.GetStats(REQUEST, timeout=30).last == 100.0
-            redis.proc.kill()
-            redis.proc.wait()
-            redis.start()
-            # Before anything is written again: no series (Fetch, which would be asked, is not
-            # running), and never the one kept from before, for longer than anything is kept.
-            codes = set()
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline:
-                with pytest.raises(grpc.RpcError) as failed:
-                    stub.GetStats(REQUEST, timeout=30)
-                codes.add(failed.value.code())
-                time.sleep(0.1)
-            assert codes <= {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE}, codes
-            # Written again (versions start over at 1): the new bars, at once.
-            store.write(ts[:10], np.full(10, 7.0))
-            store.write(ts[:10], np.full(10, 3.0), symbol="ETH-USD")
-            reply = stub.GetStats(REQUEST, timeout=30)
-            assert (reply.count, reply.last) == (10, 7.0)
-    finally:
-        core.stop()
+def test_a_write_whose_announcement_was_lost_is_seen_within_the_bound(flat, monkeypatch):
+    store, ts, stub = flat
+
+    async def silent(self, event):  # the writer died between its EXEC and its announcement
+        return None
+    monkeypatch.setattr(PriceStore, "_announce", silent)
+    store.write([int(ts[-1]) + MINUTE], [101.0])
+    written = time.monotonic()
+    while stub.GetStats(REQUEST, timeout=30).last != 101.0:
+        assert time.monotonic() - written < 4.0, "a write without its event was hidden past the bound"
+        time.sleep(0.05)
+
+
+def test_redis_restarted_empty_is_never_answered_from_kept_states(flat, redis):
+    store, ts, stub = flat
+    redis.proc.kill()
+    redis.proc.wait()
+    redis.start()
+    # Before anything is written again: no series (Fetch, which would be asked, is not
+    # running), and never the one kept from before, for longer than anything is kept.
+    codes = set()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.GetStats(REQUEST, timeout=30)
+        codes.add(failed.value.code())
+        time.sleep(0.1)
+    assert codes <= {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE}, codes
+    # Written again (versions start over at 1): the new bars, at once.
+    store.write(ts[:10], np.full(10, 7.0))
+    store.write(ts[:10], np.full(10, 3.0), symbol="ETH-USD")
+    reply = stub.GetStats(REQUEST, timeout=30)
+    assert (reply.count, reply.last) == (10, 7.0)

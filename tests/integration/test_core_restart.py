@@ -19,8 +19,7 @@ import redis.asyncio as aioredis
 from cryptolens.v1 import core_pb2, core_pb2_grpc
 from services.common.bars import make_bars
 from services.common.store import PriceStore
-from tests.conftest import RedisServer, free_port
-from tests.integration.services import ServiceProcess
+from tests.integration.test_core_incremental import start_core
 
 HOUR = 3_600_000
 START = 1_767_225_600_000  # 2026-01-01
@@ -43,20 +42,9 @@ def write(url: str, level: float, symbol: str = "BTC-USD") -> int:
 
 
 @pytest.fixture
-def redis(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def core(tmp_path, redis):
     # Fetch is deliberately absent: a fetch-through answers UNAVAILABLE, never old numbers.
-    env = {"CRYPTOLENS_REDIS_URL": redis.url, "CRYPTOLENS_REDIS_CHECK_S": "0.2",
-           "CRYPTOLENS_FETCH_ADDR": f"127.0.0.1:{free_port()}", "CRYPTOLENS_FETCH_TIMEOUT_S": "1"}
-    service = ServiceProcess("core", free_port(), free_port(), [], env, tmp_path / "core.log").start()
-    service.wait_serving()
+    service = start_core(redis, tmp_path, "core")
     with grpc.insecure_channel(service.addr) as channel:
         yield core_pb2_grpc.CoreServiceStub(channel)
     service.stop()

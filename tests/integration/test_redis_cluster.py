@@ -31,8 +31,7 @@ from services.common.redis_client import redis_client
 from services.common.series import SeriesSource
 from services.common.store import UPDATES_CHANNEL, PriceStore, series_key
 from services.fetch.lease import Leases
-from tests.integration.redis_topologies import LocalCluster, StackCalls, wait_until
-from tests.integration.services import Stack
+from tests.integration.redis_topologies import LocalCluster, serving_stack, wait_until
 
 HOUR = 3_600_000
 RECOVERY_BOUND_S = 20  # failover done → every call OK again
@@ -54,17 +53,7 @@ def sync_client(cluster: LocalCluster) -> SyncRedisCluster:
 
 @pytest.mark.timeout(90)
 def test_services_answer_on_a_cluster_and_recover_from_a_killed_master(cluster, tmp_path):
-    stack = Stack(cluster.url, tmp_path, extra_env={"CRYPTOLENS_REDIS_CHECK_S": "0.5"})
-    stack.add("fetch", "--provider", "simulated", "--refresh-s", "2", "--history-days", "30")
-    stack.add("core")
-    stack.add("alerts")
-    calls = None
-    try:
-        for name in ("fetch", "core", "alerts"):
-            stack[name].wait_serving(40)
-        calls = StackCalls(stack)
-        calls.until_all_ok(30)
-
+    with serving_stack(cluster.url, tmp_path) as (stack, calls):
         db = sync_client(cluster)
         masters = {cluster.master_of(series_key(s, "1h", "meta")).port for s in ("BTC-USD", "ETH-USD", "SOL-USD")}
         assert len(masters) >= 2, "the three series should be spread over the cluster's masters"
@@ -97,26 +86,13 @@ def test_services_answer_on_a_cluster_and_recover_from_a_killed_master(cluster, 
         wait_until(lambda: int(db.hget(meta_key, "version")) > version, 15, "Fetch writing to the promoted master")
         for name in ("fetch", "core", "alerts"):
             assert stack[name].proc.poll() is None, f"{name} died:\n{stack[name].log()[-2000:]}"
-    finally:
-        if calls is not None:
-            calls.close()
-        stack.stop()
 
 
 @pytest.mark.timeout(90)
 def test_a_whole_cluster_down_is_unavailable_then_back_from_its_aof(cluster, tmp_path):
     """Every node killed -9, then restarted on its data: UNAVAILABLE meanwhile (never INTERNAL), an
     open WatchBars stream pauses and goes on, and the data written before the kill is back."""
-    stack = Stack(cluster.url, tmp_path, extra_env={"CRYPTOLENS_REDIS_CHECK_S": "0.5"})
-    stack.add("fetch", "--provider", "simulated", "--refresh-s", "2", "--history-days", "30")
-    stack.add("core")
-    stack.add("alerts")
-    calls = None
-    try:
-        for name in ("fetch", "core", "alerts"):
-            stack[name].wait_serving(40)
-        calls = StackCalls(stack)
-        calls.until_all_ok(30)
+    with serving_stack(cluster.url, tmp_path) as (stack, calls):
         received: list[float] = []
         ended: list[grpc.StatusCode] = []
 
@@ -154,10 +130,6 @@ def test_a_whole_cluster_down_is_unavailable_then_back_from_its_aof(cluster, tmp
         assert ended == []  # the stream paused; it never ended with INTERNAL
         db = sync_client(cluster)
         assert int(db.hget(meta_key, "count")) >= before_count
-    finally:
-        if calls is not None:
-            calls.close()
-        stack.stop()
 
 
 async def test_every_multi_key_operation_is_accepted_by_a_cluster(cluster):

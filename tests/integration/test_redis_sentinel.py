@@ -25,8 +25,7 @@ from cryptolens.v1 import core_pb2, core_pb2_grpc
 from services.alerts.engine import STATE_KEY
 from services.common.store import series_key
 from tests.conftest import ROOT
-from tests.integration.redis_topologies import LocalSentinel, StackCalls, wait_until
-from tests.integration.services import Stack
+from tests.integration.redis_topologies import LocalSentinel, serving_stack, wait_until
 
 PASSWORD = "s3rver-test-pw"
 SENTINEL_PASSWORD = "s3ntinel-test-pw"
@@ -47,19 +46,8 @@ def test_services_follow_the_master_sentinel_promotes(sentinel, tmp_path):
     password_file, sentinel_file = tmp_path / "redis-password", tmp_path / "sentinel-password"
     password_file.write_text(PASSWORD + "\n")
     sentinel_file.write_text(SENTINEL_PASSWORD + "\n")
-    stack = Stack(sentinel.url, tmp_path, extra_env={"CRYPTOLENS_REDIS_CHECK_S": "0.5",
-                                                     "CRYPTOLENS_REDIS_PASSWORD_FILE": str(password_file),
-                                                     "CRYPTOLENS_REDIS_SENTINEL_PASSWORD_FILE": str(sentinel_file)})
-    stack.add("fetch", "--provider", "simulated", "--refresh-s", "2", "--history-days", "30")
-    stack.add("core")
-    stack.add("alerts")
-    calls = None
-    try:
-        for name in ("fetch", "core", "alerts"):
-            stack[name].wait_serving(40)
-        calls = StackCalls(stack)
-        calls.until_all_ok(30)
-
+    with serving_stack(sentinel.url, tmp_path, CRYPTOLENS_REDIS_PASSWORD_FILE=str(password_file),
+                       CRYPTOLENS_REDIS_SENTINEL_PASSWORD_FILE=str(sentinel_file)) as (stack, calls):
         old = sentinel.master()
         meta_key = series_key("BTC-USD", "1h", "meta")
         with old.client() as db:
@@ -89,10 +77,6 @@ def test_services_follow_the_master_sentinel_promotes(sentinel, tmp_path):
         for name in ("fetch", "core", "alerts"):
             assert stack[name].proc.poll() is None, f"{name} died:\n{stack[name].log()[-2000:]}"
             assert PASSWORD not in stack[name].log() and SENTINEL_PASSWORD not in stack[name].log()
-    finally:
-        if calls is not None:
-            calls.close()
-        stack.stop()
 
 
 def _free_offset() -> int:

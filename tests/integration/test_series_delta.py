@@ -5,13 +5,12 @@ version equals a full read, and versions handed out earlier keep exactly their b
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import redis.asyncio as aioredis
 
 from services.common.bars import make_bars
 from services.common.series import FOLD_BARS, SERIES_READS, SeriesSource
 from services.common.store import PriceStore
-from tests.conftest import RedisServer, free_port
+from tests.conftest import free_port
 
 MINUTE = 60_000
 START = 1_767_225_600_000
@@ -25,14 +24,6 @@ def _bars(ts, close):
 
 def _reads(kind: str) -> float:
     return SERIES_READS.labels(kind)._value.get()
-
-
-@pytest.fixture
-def redis(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_deltas_fold_and_never_change_what_was_handed_out(redis):

@@ -9,10 +9,8 @@ a connection lives at most 24 h, and ``serverShutdown`` announces a close.
 
 from __future__ import annotations
 
-import json
-
 from services.fetch.providers.binance import market
-from services.fetch.streams.messages import BadFrame, Kline, Parsed, Trade, amount, price
+from services.fetch.streams.messages import BadFrame, Kline, Parsed, Trade, amount, json_object, price
 
 DEFAULT_URL = "wss://stream.binance.com:443"  # Binance serves streams on 9443 and 443; 443 passes the chart's egress policy
 MAX_AGE_S = 23.5 * 3600  # reconnect before Binance's 24 h limit
@@ -39,12 +37,7 @@ class BinanceStream:
         """Nothing carries over between connections."""
 
     def parse(self, text: str | bytes) -> Parsed:
-        try:
-            frame = json.loads(text)
-        except ValueError:
-            raise BadFrame("not JSON") from None
-        if not isinstance(frame, dict):
-            raise BadFrame("not a JSON object")
+        frame = json_object(text)
         data = frame.get("data", frame)
         if not isinstance(data, dict):
             raise BadFrame("data is not an object")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 
-from services.fetch.streams.messages import BadFrame, Parsed, Trade, amount, iso_ms, price
+from services.fetch.streams.messages import BadFrame, Parsed, Trade, amount, iso_ms, json_object, price
 
 DEFAULT_URL = "wss://ws-feed.exchange.coinbase.com"
 SILENCE_S = 10.0  # one heartbeat per product per second: ten silent seconds is a dead feed
@@ -49,12 +49,7 @@ class CoinbaseStream:
         return [json.dumps({"type": "subscribe", "product_ids": self.products, "channels": ["matches", "heartbeat"]})]
 
     def parse(self, text: str | bytes) -> Parsed:
-        try:
-            frame = json.loads(text)
-        except ValueError:
-            raise BadFrame("not JSON") from None
-        if not isinstance(frame, dict):
-            raise BadFrame("not a JSON object")
+        frame = json_object(text)
         kind = frame.get("type")
         try:
             if kind in ("match", "last_match"):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from services.fetch.providers.kraken import ASSET_CODES
-from services.fetch.streams.messages import BadFrame, Parsed, Trade, amount, iso_ms, price
+from services.fetch.streams.messages import BadFrame, Parsed, Trade, amount, iso_ms, json_frame, price
 
 DEFAULT_URL = "wss://ws.kraken.com/v2"
 SILENCE_S = 10.0
@@ -56,10 +56,7 @@ class KrakenStream:
         return [json.dumps({"event": "subscribe", "pair": pairs, "subscription": {"name": "trade"}})]
 
     def parse(self, text: str | bytes) -> Parsed:
-        try:
-            frame = json.loads(text)
-        except ValueError:
-            raise BadFrame("not JSON") from None
+        frame = json_frame(text)
         try:
             if isinstance(frame, list):
                 return self._v1_data(frame)

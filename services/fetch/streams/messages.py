@@ -9,6 +9,7 @@ raised past it).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,3 +79,19 @@ def iso_ms(text: str) -> int:
         return int(datetime.fromisoformat(text).timestamp() * 1000)
     except (TypeError, ValueError):
         raise BadFrame(f"time {str(text)[:32]!r} is not ISO-8601") from None
+
+
+def json_frame(text: str | bytes):
+    """A frame's JSON value."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise BadFrame("not JSON") from None
+
+
+def json_object(text: str | bytes) -> dict:
+    """A frame that must be one JSON object (Binance, Coinbase)."""
+    frame = json_frame(text)
+    if not isinstance(frame, dict):
+        raise BadFrame("not a JSON object")
+    return frame
