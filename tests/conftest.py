@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from services.common import wait_for
+
+wait_for.install()  # in-process tests run on the asyncio the services run on (services/common/wait_for.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CRYPTOLENS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 

@@ -26,6 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from services.common.config import ServiceSettings
 from services.common import reflection as documented_reflection
 from services.common import tls
+from services.common import wait_for
 from services.common.errors import InvalidArgument, ServiceError, cap_message
 from services.common.logs import setup_logging
 from services.common.redis_client import Reachability, from_settings, is_outage
@@ -442,6 +443,7 @@ def run_service(settings: ServiceSettings, build: Callable[[ServiceSettings, aio
     with one line on stderr, no traceback.
     """
     setup_logging(settings.service_name, settings.log_level)
+    wait_for.install()
     try:
         asyncio.run(_serve(settings, build))
     except (StartupError, ConfigurationError) as exc:

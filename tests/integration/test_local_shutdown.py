@@ -138,3 +138,40 @@ def test_an_open_stream_does_not_hold_shutdown_for_the_grace(tmp_path, redis_url
         print(f"{name} stopped {stopped_after:.2f} s after SIGTERM with a stream open (grace {GRACE_S:g} s)")
     finally:
         stack.stop()
+
+
+def _open_stream(name: str, channel):
+    if name == "fetch":
+        return fetch_pb2_grpc.FetchServiceStub(channel).WatchBars(fetch_pb2.WatchBarsRequest(), timeout=60)
+    if name == "core":
+        return core_pb2_grpc.CoreServiceStub(channel).WatchPrices(core_pb2.WatchPricesRequest(), timeout=60)
+    return alerts_pb2_grpc.AlertsServiceStub(channel).WatchAlerts(alerts_pb2.WatchAlertsRequest(), timeout=60)
+
+
+@pytest.mark.parametrize("name", ["fetch", "core", "alerts"])
+def test_a_stop_the_moment_a_service_serves_exits_at_once(tmp_path, redis_url, name):
+    """SIGTERM while the service's first background work (Redis commands) runs, a stream just opened:
+    every round exits 0 within seconds. Before services/common/wait_for.py, a cancellation landing
+    while redis-py sent a command was lost, and Alerts hung on its first round until killed."""
+    for round_ in range(5):
+        redis_sync.Redis.from_url(redis_url).flushdb()
+        (tmp_path / str(round_)).mkdir()
+        stack = Stack(redis_url, tmp_path / str(round_))
+        stack.add("fetch", "--provider", "simulated", "--refresh-s", "0", "--grace-s", str(GRACE_S))
+        if name != "fetch":
+            stack.add(name, "--grace-s", str(GRACE_S))
+        try:
+            for service in stack.services.values():
+                service.wait_serving()
+            with grpc.insecure_channel(stack[name].addr) as channel:
+                grpc.channel_ready_future(channel).result(timeout=10)
+                call = _open_stream(name, channel)
+                _, outcome = in_background(lambda: list(call))
+                started = time.monotonic()
+                code = stack[name].stop(signal.SIGTERM, timeout=GRACE_S + 10)
+                stopped_after = time.monotonic() - started
+                wait_for(lambda: outcome, 10, f"round {round_}: the end of the stream ({name} exited {code})")
+            assert code == 0, f"round {round_}: {name} exited {code}:\n{stack[name].log()[-3000:]}"
+            assert stopped_after < GRACE_S / 4, f"round {round_}: {name} took {stopped_after:.1f} s to stop"
+        finally:
+            stack.stop()
