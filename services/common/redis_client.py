@@ -30,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import SlotNotCoveredError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.common.redis_metrics import CountingRedis
+from services.common.redis_metrics import CountingRedis, CountingRedisCluster
 
 log = logging.getLogger("cryptolens.redis")
 
@@ -95,7 +95,7 @@ def redis_client(url: str, username: str = "", password: str = "", ca_file: str 
     if tls:
         tls_options["ssl"] = True
     if scheme.endswith("+cluster"):
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in _hosts(parts)], **auth,
+        return CountingRedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in _hosts(parts)], **auth,
                             **_TIMEOUTS, **tls_options)
     path = [p for p in parts.path.split("/") if p]
     db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0

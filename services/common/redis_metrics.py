@@ -1,7 +1,8 @@
-"""A Redis client that counts the commands Redis failed, for ``cryptolens_redis_errors_total``.
+"""Redis clients that count the commands Redis failed, for ``cryptolens_redis_errors_total``.
 
-Every command goes through ``execute_command`` (scripts too) or a pipeline's ``execute``; both
-count an error by kind before re-raising it. Not counted: a script cache miss (the client reloads
+Every command goes through ``execute_command`` (scripts too) or a pipeline's ``execute``, on one
+Redis (or the master a Sentinel names) and on a Redis Cluster; each counts an error by kind before
+re-raising it. Not counted: a script cache miss (the client reloads
 the script by itself) and a lost optimistic lock (WATCH: the caller retries) — neither is Redis
 failing.
 """
@@ -11,11 +12,12 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 from prometheus_client import Counter
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 
 REDIS_ERRORS = Counter("cryptolens_redis_errors_total",
-                       "Redis commands (or pipelines) that failed, by kind: connection, timeout, response",
+                       "Redis commands (or pipelines) that failed, by kind: connection, timeout, response, cluster",
                        ["kind"])
-for _kind in ("connection", "timeout", "response"):
+for _kind in ("connection", "timeout", "response", "cluster"):
     REDIS_ERRORS.labels(_kind)  # exported as 0 from the start, so the first error shows as an increase
 
 
@@ -25,7 +27,9 @@ def _kind(exc: BaseException) -> str | None:
     if isinstance(exc, rex.TimeoutError):
         return "timeout"
     if isinstance(exc, rex.ResponseError) and not isinstance(exc, rex.NoScriptError):
-        return "response"
+        return "response"  # includes a cluster's CLUSTERDOWN and TRYAGAIN
+    if isinstance(exc, rex.RedisClusterException):  # no node serves the slot (not a RedisError)
+        return "cluster"
     return None
 
 
@@ -54,3 +58,26 @@ class CountingRedis(aioredis.Redis):
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> CountingPipeline:
         return CountingPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+class CountingClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True):
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except (rex.RedisError, rex.RedisClusterException) as exc:
+            _count(exc)
+            raise
+
+
+class CountingRedisCluster(RedisCluster):
+    async def execute_command(self, *args, **kwargs):
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except (rex.RedisError, rex.RedisClusterException) as exc:
+            _count(exc)
+            raise
+
+    def pipeline(self, transaction=None, shard_hint=None) -> CountingClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused, as RedisCluster refuses it
+        return CountingClusterPipeline(self, transaction)

@@ -7,13 +7,23 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, free_port
+
+
+def metric(port: int, name: str, **labels: str) -> float | None:
+    """The sum of the samples ``name`` whose labels include ``labels`` on a /metrics port; None if none."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    found = [s.value for family in text_string_to_metric_families(body) for s in family.samples
+             if s.name == name and labels.items() <= s.labels.items()]
+    return sum(found) if found else None
 
 
 @dataclass

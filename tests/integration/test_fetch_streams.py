@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 import time
-import urllib.request
 
 import grpc
 import pytest
@@ -19,7 +17,7 @@ from services.common.bars import find_gaps
 from services.common.store import PriceStore
 from services.fetch.streams.binance import BinanceStream
 from tests.conftest import RedisServer
-from tests.integration.services import Stack
+from tests.integration.services import Stack, metric
 from tests.replay_server import ReplayServer, SyntheticMarket
 from tests.ws_replay_server import WsReplayServer
 
@@ -28,16 +26,6 @@ HOUR = 3_600_000
 BINANCE_SYMBOLS = ["FTM-USD", "SXP-BTC", "BADGER-BTC", "XMR-BTC"]
 BINANCE_MARKETS = frozenset({"FTMUSDT", "SXPBTC", "BADGERBTC", "XMRBTC"})
 BINANCE_SESSION = "binance_combined_stream_session.jsonl"
-
-
-def metric(port: int, name: str, **labels: str) -> float | None:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in body.splitlines():
-        m = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
-        if m and ",".join(sorted(m.group(1).split(","))) == want:
-            return float(m.group(2))
-    return None
 
 
 def read_bars(url: str, symbol: str, interval: str):

@@ -1,7 +1,8 @@
 """Every panel of the Grafana dashboard shows data from a real stack scraped by a real Prometheus.
 
-Fetch (Binance provider against a local replay of its API), Core and Alerts (a webhook receiver on
-loopback) run as processes on their own Redis; Debian's ``prometheus`` scrapes them every second.
+Fetch (Binance provider against a local replay of its API, and its stream against a replay of a
+recorded Binance session), Core and Alerts (a webhook receiver on loopback) run as processes on
+their own Redis; Debian's ``prometheus`` scrapes them every second.
 While calls flow, every target expression of helm/cryptolens/files/grafana-dashboard.json (Grafana
 variables replaced by concrete values) is asked of Prometheus' HTTP API and must return at least
 one finite sample, and every metric the dashboard names must exist.
@@ -21,12 +22,14 @@ import urllib.request
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from cryptolens.v1 import alerts_pb2, alerts_pb2_grpc, core_pb2, core_pb2_grpc, fetch_pb2, fetch_pb2_grpc
 from tests.conftest import ROOT, RedisServer, free_port, require_tool, wait_for_port
 from tests.integration.services import Stack
 from tests.replay_server import ReplayServer, SyntheticMarket
 from tests.webhook_receiver import WebhookReceiver
+from tests.ws_replay_server import WsReplayServer
 
 DASHBOARD = ROOT / "helm" / "cryptolens" / "files" / "grafana-dashboard.json"
 RULES = ROOT / "helm" / "cryptolens" / "files" / "prometheus-rules.yaml"
@@ -78,13 +81,16 @@ def scraped_stack(tmp_path):
     redis = RedisServer(tmp_path)
     redis.start()
     exchange = ReplayServer().__enter__()
-    exchange.serve_market(SyntheticMarket())
+    # FTM-USD is in the recorded stream session: the stream panels have frames, lag and a live bar.
+    exchange.serve_market(SyntheticMarket(binance_symbols=frozenset({"BTCUSDT", "ETHUSDT", "SOLUSDT", "FTMUSDT"})))
+    stream = WsReplayServer("binance_combined_stream_session.jsonl", speed=1).__enter__()
     webhook = WebhookReceiver()
     stack = Stack(redis.url, tmp_path)
     prometheus = None
     try:
         stack.add("fetch", "--provider", "binance", "--binance-url", exchange.url, "--refresh-s", "1",
-                  "--history-days", "2", "--provider-timeout-s", "20")
+                  "--history-days", "2", "--provider-timeout-s", "20", "--stream", "on",
+                  "--binance-ws-url", stream.url, "--symbols", "BTC-USD,ETH-USD,SOL-USD,FTM-USD")
         stack.add("core")
         stack.add("alerts", "--eval-interval-s", "1", "--webhook-url", webhook.url)
         for name in ("fetch", "core", "alerts"):
@@ -110,22 +116,31 @@ def scraped_stack(tmp_path):
             prometheus.wait(timeout=30)
         stack.stop()
         webhook.close()
+        stream.__exit__(None, None, None)
         exchange.__exit__(None, None, None)
         redis.stop()
 
 
 def traffic(stack: Stack, stop: threading.Event) -> None:
-    """What users do: stats (cache hits and a bad request), an open stream of alert events."""
+    """What users do: stats (cache hits and a bad request), an open stream of alert events, and an
+    operator's backfill now and then (with the stream on, nothing else asks the provider's REST API)."""
     with grpc.insecure_channel(stack["core"].addr) as core_channel, \
-            grpc.insecure_channel(stack["alerts"].addr) as alerts_channel:
+            grpc.insecure_channel(stack["alerts"].addr) as alerts_channel, \
+            grpc.insecure_channel(stack["fetch"].addr) as fetch_channel:
         core = core_pb2_grpc.CoreServiceStub(core_channel)
+        fetch = fetch_pb2_grpc.FetchServiceStub(fetch_channel)
         events = alerts_pb2_grpc.AlertsServiceStub(alerts_channel).WatchAlerts(alerts_pb2.WatchAlertsRequest(),
                                                                                timeout=120)
         try:
+            turn = 0
             while not stop.wait(0.3):
                 core.GetStats(core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1h", lookback="1d"), timeout=30)
                 with pytest.raises(grpc.RpcError):
                     core.GetStats(core_pb2.GetStatsRequest(symbol="not a symbol"), timeout=30)
+                turn += 1
+                if turn % 5 == 0:
+                    start = Timestamp(seconds=int(time.time()) - 86_400)
+                    fetch.Backfill(fetch_pb2.BackfillRequest(symbol="BTC-USD", interval="1h", start=start), timeout=30)
         finally:
             events.cancel()
 
@@ -169,6 +184,8 @@ def test_every_dashboard_panel_shows_data(scraped_stack):
     counted = query(prometheus, f'count by (__name__) ({{__name__=~"{"|".join(names)}"}})')
     present = {s["metric"]["__name__"] for s in counted}
     assert set(names) - present == set()
+    streamed = query(prometheus, 'max_over_time(cryptolens_stream_frames_total{provider="binance", kind="trade"}[5m])')
+    assert streamed and float(streamed[0]["value"][1]) > 0, "the stream panels show a stream that never ran"
     assert {"cryptolens_notifications_dead_letters_total", "cryptolens_ingested_bars_total",
             "cryptolens_redis_errors_total", "grpc_server_msg_sent_total"} <= present
 

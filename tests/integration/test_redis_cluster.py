@@ -32,6 +32,7 @@ from services.common.series import SeriesSource
 from services.common.store import UPDATES_CHANNEL, PriceStore, series_key
 from services.fetch.lease import Leases
 from tests.integration.redis_topologies import LocalCluster, serving_stack, wait_until
+from tests.integration.services import metric
 
 HOUR = 3_600_000
 RECOVERY_BOUND_S = 20  # failover done → every call OK again
@@ -111,6 +112,7 @@ def test_a_whole_cluster_down_is_unavailable_then_back_from_its_aof(cluster, tmp
         db.close()
         time.sleep(1.5)  # past appendfsync everysec
 
+        errors_before = {n: metric(stack[n].metrics_port, "cryptolens_redis_errors_total") for n in ("fetch", "core", "alerts")}
         for node in cluster.nodes:
             node.kill()
         started = time.monotonic()
@@ -128,6 +130,8 @@ def test_a_whole_cluster_down_is_unavailable_then_back_from_its_aof(cluster, tmp
         assert calls.unexpected_codes() == {}
         assert grpc.StatusCode.UNAVAILABLE in calls.codes["GetBars"]
         assert ended == []  # the stream paused; it never ended with INTERNAL
+        errors_after = {n: metric(stack[n].metrics_port, "cryptolens_redis_errors_total") for n in ("fetch", "core", "alerts")}
+        assert all(errors_after[n] > errors_before[n] for n in errors_before), (errors_before, errors_after)
         db = sync_client(cluster)
         assert int(db.hget(meta_key, "count")) >= before_count
 
