@@ -96,7 +96,7 @@ def redis_client(url: str, username: str = "", password: str = "", ca_file: str 
         tls_options["ssl"] = True
     if scheme.endswith("+cluster"):
         return CountingRedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in _hosts(parts)], **auth,
-                            **_TIMEOUTS, **tls_options)
+                                    **_TIMEOUTS, **tls_options)
     path = [p for p in parts.path.split("/") if p]
     db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
     sentinel_options = {**_TIMEOUTS, **tls_options}

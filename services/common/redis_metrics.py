@@ -2,9 +2,8 @@
 
 Every command goes through ``execute_command`` (scripts too) or a pipeline's ``execute``, on one
 Redis (or the master a Sentinel names) and on a Redis Cluster; each counts an error by kind before
-re-raising it. Not counted: a script cache miss (the client reloads
-the script by itself) and a lost optimistic lock (WATCH: the caller retries) — neither is Redis
-failing.
+re-raising it. Not counted: a script cache miss (the client reloads the script by itself) and a lost
+optimistic lock (WATCH: the caller retries) — neither is Redis failing.
 """
 
 from __future__ import annotations
