@@ -18,6 +18,7 @@ wait_for.install()  # in-process tests run on the asyncio the services run on (s
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CRYPTOLENS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+UI_APP = str(ROOT / "ui" / "app.py")  # the Streamlit page, for AppTest
 
 
 def _ephemeral_start() -> int:

@@ -117,6 +117,13 @@ class Stack:
             service.stop()
 
 
+def start_core(redis_server, tmp_path: Path, name: str) -> ServiceProcess:
+    """Core alone on ``redis_server`` (a RedisServer), serving; its Fetch address answers nothing."""
+    env = {"CRYPTOLENS_REDIS_URL": redis_server.url, "CRYPTOLENS_REDIS_CHECK_S": "0.2",
+           "CRYPTOLENS_FETCH_ADDR": f"127.0.0.1:{free_port()}", "CRYPTOLENS_FETCH_TIMEOUT_S": "1"}
+    return ServiceProcess("core", free_port(), free_port(), [], env, tmp_path / f"{name}.log").start().wait_serving()
+
+
 def point_page_at(stack: Stack, monkeypatch) -> dict[str, str]:
     """Point the dashboard (ui/app.py, run in the test process by Streamlit's AppTest) at a stack."""
     env = {"CRYPTOLENS_FETCH_ADDR": stack["fetch"].addr, "CRYPTOLENS_CORE_ADDR": stack["core"].addr,

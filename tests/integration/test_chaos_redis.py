@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import grpc
 import pytest
@@ -21,7 +20,7 @@ from cryptolens.v1 import alerts_pb2, alerts_pb2_grpc, core_pb2, core_pb2_grpc, 
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 
-from tests.conftest import RedisServer, free_port, wait_for_port
+from tests.conftest import UI_APP, RedisServer, free_port, wait_for_port
 from tests.integration.services import Stack, point_page_at
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -248,7 +247,7 @@ def test_redis_restarted_empty_every_service_notices_and_everything_comes_back(c
     assert contents(stack).began.ToMilliseconds() >= restarted_ms
     from streamlit.testing.v1 import AppTest
     point_page_at(stack, monkeypatch)
-    page = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "ui" / "app.py"), default_timeout=120).run()
+    page = AppTest.from_file(UI_APP, default_timeout=120).run()
     assert not page.exception, page.exception
     said = [m.value for m in page.markdown if "restarted empty" in m.value]
     assert len(said) == 1 and "The shared store (Redis) restarted empty at" in said[0], said

@@ -25,8 +25,7 @@ from services.common.bars import find_gaps, make_bars
 from services.common.store import UPDATES_LOG, PriceStore
 from services.core import answers
 from services.core.answers import _STATS
-from tests.conftest import RedisServer, free_port
-from tests.integration.services import ServiceProcess
+from tests.integration.services import ServiceProcess, start_core
 
 MINUTE = 60_000
 START = 1_767_225_600_000  # 2026-01-01
@@ -63,12 +62,6 @@ class Store:
 
     def delete_log(self) -> None:
         run(self._do(lambda c, s: c.delete(UPDATES_LOG)))
-
-
-def start_core(redis: RedisServer, tmp_path, name: str) -> ServiceProcess:
-    env = {"CRYPTOLENS_REDIS_URL": redis.url, "CRYPTOLENS_REDIS_CHECK_S": "0.2",
-           "CRYPTOLENS_FETCH_ADDR": f"127.0.0.1:{free_port()}", "CRYPTOLENS_FETCH_TIMEOUT_S": "1"}
-    return ServiceProcess("core", free_port(), free_port(), [], env, tmp_path / f"{name}.log").start().wait_serving()
 
 
 def counters(core: ServiceProcess) -> dict[str, float]:

@@ -14,7 +14,8 @@ import redis as redis_sync
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
 from services.common.store import PriceStore
-from tests.integration.test_core_incremental import MINUTE, START, Store, start_core
+from tests.integration.services import start_core
+from tests.integration.test_core_incremental import MINUTE, START, Store
 
 N = 3_000
 REQUEST = core_pb2.GetStatsRequest(symbol="BTC-USD", interval="1m", benchmark="ETH-USD")

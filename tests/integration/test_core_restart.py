@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from cryptolens.v1 import core_pb2, core_pb2_grpc
 from services.common.bars import make_bars
 from services.common.store import PriceStore
-from tests.integration.test_core_incremental import start_core
+from tests.integration.services import start_core
 
 HOUR = 3_600_000
 START = 1_767_225_600_000  # 2026-01-01

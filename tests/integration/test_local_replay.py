@@ -8,7 +8,7 @@ import grpc
 from streamlit.testing.v1 import AppTest
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
-from tests.conftest import ROOT
+from tests.conftest import UI_APP
 from tests.integration.test_local_up import Up, pick_offset, ups  # noqa: F401 - the fixture
 
 FILES = {"BTC-USD": "BTCUSDT_1d_cdd-binance.csv", "ETH-USD": "ETHUSDT_1d_cdd-binance.csv",
@@ -55,7 +55,7 @@ def test_replay_serves_every_bar_of_each_file_and_the_page_shows_1d(tmp_path, sh
 
     for name, base in (("FETCH", 50051), ("CORE", 50052), ("ALERTS", 50053)):
         monkeypatch.setenv(f"CRYPTOLENS_{name}_ADDR", f"127.0.0.1:{first.port(base)}")
-    at = AppTest.from_file(str(ROOT / "ui" / "app.py"), default_timeout=120).run()
+    at = AppTest.from_file(UI_APP, default_timeout=120).run()
     assert not at.exception, at.exception
     assert [box.value for box in at.selectbox if box.label == "Interval"] == ["1d"]
     assert {"BTC-USD", "ETH-USD", "SOL-USD"} <= {m.label for m in at.metric}

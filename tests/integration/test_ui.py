@@ -11,16 +11,15 @@ import urllib.request
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT, free_port, require_tool
+from tests.conftest import ROOT, UI_APP, free_port, require_tool
 
-APP = str(ROOT / "ui" / "app.py")
 
 
 def test_page_shows_kpis_from_core(service_env):
     from ui.client import CryptoLensClient
     from ui.present import local_time
 
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = AppTest.from_file(UI_APP, default_timeout=120).run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     labels = [m.label for m in at.metric]
@@ -55,7 +54,7 @@ def test_page_follows_the_served_interval():
 def test_page_degrades_when_core_is_down(service_env, monkeypatch):
     """Core down: a calm notice where the numbers go, no error box, and the alerts still show."""
     monkeypatch.setenv("CRYPTOLENS_CORE_ADDR", f"127.0.0.1:{free_port()}")
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = AppTest.from_file(UI_APP, default_timeout=120).run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     calm = [m.value for m in at.markdown if "class='calm'" in m.value]
@@ -112,7 +111,7 @@ def test_page_shows_the_volatility_forecast_without_a_price_call(service_env):
     from ui.client import CryptoLensClient
     from ui.present import band, record_sentence
 
-    at = AppTest.from_file(APP, default_timeout=180).run()
+    at = AppTest.from_file(UI_APP, default_timeout=180).run()
     # Forecasts are computed off the page's script thread; later runs show them once they are in.
     deadline = time.monotonic() + 90
     while any("being computed" in c.value for c in at.caption) and time.monotonic() < deadline:

@@ -9,9 +9,8 @@ import pandas as pd
 import pyarrow as pa
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import UI_APP, free_port
 
-APP = str(ROOT / "ui" / "app.py")
 
 
 def charts(at: AppTest) -> list[tuple[dict, pd.DataFrame]]:
@@ -29,7 +28,7 @@ def mark(spec: dict) -> str:
 
 
 def test_a_symbol_any_provider_serves_can_be_added(service_env):
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = AppTest.from_file(UI_APP, default_timeout=120).run()
     assert "ADA-USD" not in at.multiselect(key="symbols").value
     at.text_input(key="new_symbol").input("ada-usd")
     next(b for b in at.button if b.label == "Add").click()
@@ -50,7 +49,7 @@ def test_portfolio_panel_shows_core_portfolio_risk(service_env):
     from ui.client import CryptoLensClient
     from ui.present import pct
 
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = AppTest.from_file(UI_APP, default_timeout=120).run()
     symbols = at.multiselect(key="symbols").value
     weights = {s: at.number_input(key=f"weight-{s}").value for s in symbols}
     risk = CryptoLensClient.from_env().portfolio_risk(weights, "1h", "30d")
@@ -66,7 +65,7 @@ def test_portfolio_panel_shows_core_portfolio_risk(service_env):
 
 
 def test_correlation_heatmap_and_the_line_charts_encodings(service_env):
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = AppTest.from_file(UI_APP, default_timeout=120).run()
     assert not at.exception, at.exception
     [(heat, cells)] = [(spec, data) for spec, data in charts(at) if mark(spec.get("layer", [{}])[0]) == "rect"]
     colour = heat["layer"][0]["encoding"]["color"]["scale"]
@@ -87,7 +86,7 @@ def test_correlation_heatmap_and_the_line_charts_encodings(service_env):
 
 def test_fetch_down_leaves_a_notice_in_the_sidebar_and_the_numbers_on_the_page(service_env, monkeypatch):
     monkeypatch.setenv("CRYPTOLENS_FETCH_ADDR", f"127.0.0.1:{free_port()}")
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = AppTest.from_file(UI_APP, default_timeout=120).run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     calm = " ".join(m.value for m in at.sidebar.markdown if "class='calm'" in m.value)
