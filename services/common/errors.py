@@ -1,6 +1,6 @@
 """Domain errors that map one-to-one onto gRPC status codes.
 
-Servicers raise these; the runtime's interceptor turns them into a status with the message,
+Servicers raise these; the runtime's handler wrapper turns them into a status with the message,
 so no handler has to know about ``context.abort`` and nothing ends as UNKNOWN.
 """
 

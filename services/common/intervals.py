@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from services.common.errors import InvalidArgument, short
 
@@ -61,9 +61,9 @@ def parse_lookback(text: str, field: str = "lookback") -> int:
     return span
 
 
-@dataclass(frozen=True)
-class Window:
-    """A half-open time range [start_ms, end_ms) of bar open times; None means unbounded."""
+class Window(NamedTuple):
+    """A half-open time range [start_ms, end_ms) of bar open times; None means unbounded.
+    (A tuple: it is part of every cache key, and a tuple hashes and compares in C.)"""
 
     start_ms: int | None
     end_ms: int | None

@@ -2,7 +2,7 @@
 
 One place for: a ``grpc.aio`` server with reflection and the library health servicer
 (NOT_SERVING until Redis answers, back to NOT_SERVING when it is lost), a Prometheus
-``/metrics`` endpoint fed by one interceptor, domain-error → status mapping, graceful
+``/metrics`` endpoint fed by one handler wrapper, domain-error → status mapping, graceful
 shutdown on SIGTERM/SIGINT, and JSON logs.
 """
 
@@ -89,6 +89,15 @@ def _by_code(counter: Counter, rpc: tuple[str, str, str]) -> Callable[[grpc.Stat
     return child
 
 
+def decode_request(raw: bytes, message_type):
+    """``raw`` as a ``message_type``, undecodable bytes as INVALID_ARGUMENT instead of UNKNOWN."""
+    try:
+        return message_type.FromString(raw)
+    except Exception:  # noqa: BLE001 - DecodeError and friends: whatever the bytes were, they are input
+        raise InvalidArgument("request", f"{len(raw):,} bytes are not a valid "
+                                         f"{message_type.DESCRIPTOR.full_name}") from None
+
+
 def _decoder(deserializer: Callable[[bytes], object] | None, request_type: str) -> Callable[[bytes], object]:
     """The handler's deserializer, with undecodable bytes as INVALID_ARGUMENT instead of UNKNOWN."""
 
@@ -101,6 +110,20 @@ def _decoder(deserializer: Callable[[bytes], object] | None, request_type: str) 
             raise InvalidArgument("request", f"{len(raw):,} bytes are not a valid {request_type}") from None
 
     return decode
+
+
+def takes_bytes(method):
+    """Marks a unary servicer method that is given the request's bytes (it decodes them with
+    ``decode_request`` when it needs to) and may answer with bytes: for a hot path that answers
+    a repeated request without parsing it or serializing a cached answer again."""
+    method.takes_bytes = True
+    return method
+
+
+def _bytes_or(serializer: Callable[[object], bytes] | None) -> Callable[[object], bytes] | None:
+    if serializer is None:
+        return None
+    return lambda response: response if type(response) is bytes else serializer(response)
 
 
 async def _decoded(requests: AsyncIterator[bytes], decode: Callable[[bytes], object]) -> AsyncIterator[object]:
@@ -116,9 +139,11 @@ class _Draining(Exception):
     """Raised inside a stream wrapper when the server starts shutting down."""
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts calls started and handled (by status) per method, unary handling time and stream
-    messages sent, and maps exceptions to statuses.
+class MetricsWrapper:
+    """Wraps every method handler, once, at registration: counts calls started and handled (by
+    status) per method, unary handling time and stream messages sent, and maps exceptions to
+    statuses. (A ``grpc.aio`` server interceptor would do the same but runs a chain of coroutines
+    on every call, about 10 µs; see docs/benchmarks.md.)
 
     It also decodes requests itself (handlers get the gRPC deserializer replaced by raw bytes), so
     malformed bytes become INVALID_ARGUMENT, and it ends open server streams with UNAVAILABLE as
@@ -127,26 +152,16 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, draining: asyncio.Event):
         self.draining = draining
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        path = handler_call_details.method
-        known = self._wrapped.get(path)
-        if known is not None and known[0] is handler:
-            return known[1]  # wrapped once per method, not on every call
-        wrapped = self._wrap(handler, path)
-        self._wrapped[path] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, handler: grpc.RpcMethodHandler, path: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: grpc.RpcMethodHandler, path: str) -> grpc.RpcMethodHandler:
         service, _, method = path.lstrip("/").partition("/")
         decode = _decoder(handler.request_deserializer, _request_type(path))
         if handler.unary_unary:
-            wrapped = self._wrap_unary(handler.unary_unary, ("unary", service, method), decode)
-            return grpc.unary_unary_rpc_method_handler(wrapped, None, handler.response_serializer)
+            behavior, serializer = handler.unary_unary, handler.response_serializer
+            if getattr(behavior, "takes_bytes", False):
+                decode, serializer = _decoder(None, ""), _bytes_or(serializer)
+            wrapped = self._wrap_unary(behavior, ("unary", service, method), decode)
+            return grpc.unary_unary_rpc_method_handler(wrapped, None, serializer)
         if handler.unary_stream:
             wrapped = self._wrap_stream(handler.unary_stream, ("server_stream", service, method), decode)
             return grpc.unary_stream_rpc_method_handler(wrapped, None, handler.response_serializer)
@@ -243,6 +258,38 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         raise _Draining
 
 
+class _WrappedHandlers(grpc.GenericRpcHandler):
+    """A generic handler whose method handlers come out wrapped, each wrapped once."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Callable):
+        self._inner, self._wrap = inner, wrap
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def service(self, handler_call_details):
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        path = handler_call_details.method
+        known = self._wrapped.get(path)
+        if known is None or known[0] is not handler:
+            known = self._wrapped[path] = (handler, self._wrap(handler, path))
+        return known[1]
+
+
+class _Registrar:
+    """The server as servicers see it while they register: whatever they add is wrapped."""
+
+    def __init__(self, server: grpc.aio.Server, wrapper: MetricsWrapper):
+        self._server, self._wrapper = server, wrapper
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_WrappedHandlers(h, self._wrapper.wrap) for h in handlers))
+
+    def add_registered_method_handlers(self, service_name: str, handlers: dict) -> None:
+        self._server.add_registered_method_handlers(
+            service_name, {name: self._wrapper.wrap(h, f"/{service_name}/{name}") for name, h in handlers.items()})
+
+
 class Service(Protocol):
     """What a service plugs into the runtime."""
 
@@ -272,7 +319,6 @@ class ServiceRuntime:
         self.draining = asyncio.Event()  # set when shutdown begins: open server streams end
         self._metrics_server = None
         self.server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(self.draining)],
             options=[
                 ("grpc.so_reuseport", 0),  # a taken port must fail loudly, not be shared
                 ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
@@ -295,9 +341,10 @@ class ServiceRuntime:
             credentials = tls.server_credentials(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
         except tls.TLSError as exc:
             raise ConfigurationError(str(exc)) from None
-        self.service.register(self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        documented_reflection.enable(self.server, (*self.service.full_names, health.SERVICE_NAME))
+        registrar = _Registrar(self.server, MetricsWrapper(self.draining))
+        self.service.register(registrar)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
+        documented_reflection.enable(registrar, (*self.service.full_names, health.SERVICE_NAME))
         await self._set_health(NOT_SERVING)
         # "liveness" answers SERVING while the process works, Redis or not: a liveness probe on it
         # never restarts a pod because a dependency is down (readiness uses "").

@@ -22,34 +22,37 @@ def request_digest(request) -> str:
 
 
 class ResultCache:
+    """Each entry is an answer's bytes and a small tuple of facts about it (``extra``) that its
+    caller needs without parsing the answer."""
+
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple, bytes] = OrderedDict()
+        self._entries: OrderedDict[tuple, tuple[bytes, tuple]] = OrderedDict()
         self._lookups: dict[tuple[str, str], Counter] = {}  # the counter's children, looked up once
         self.bytes = 0
 
-    def get(self, method: str, key: tuple) -> bytes | None:
-        raw = self._entries.get(key)
-        result = "hit" if raw is not None else "miss"
+    def get(self, method: str, key: tuple) -> tuple[bytes, tuple] | None:
+        entry = self._entries.get(key)
+        result = "hit" if entry is not None else "miss"
         counter = self._lookups.get((method, result))
         if counter is None:
             counter = self._lookups[method, result] = CACHE_LOOKUPS.labels(method, result)
         counter.inc()
-        if raw is not None:
+        if entry is not None:
             self._entries.move_to_end(key)
-        return raw
+        return entry
 
-    def put(self, key: tuple, raw: bytes) -> None:
+    def put(self, key: tuple, raw: bytes, extra: tuple = ()) -> None:
         size = len(raw) + _ENTRY_OVERHEAD
         if size > self.max_bytes:
             return  # bigger than the whole budget: not worth evicting everything for
         old = self._entries.pop(key, None)
         if old is not None:
-            self.bytes -= len(old) + _ENTRY_OVERHEAD
-        self._entries[key] = raw
+            self.bytes -= len(old[0]) + _ENTRY_OVERHEAD
+        self._entries[key] = (raw, extra)
         self.bytes += size
         while self.bytes > self.max_bytes:
-            _, dropped = self._entries.popitem(last=False)
+            _, (dropped, _) = self._entries.popitem(last=False)
             self.bytes -= len(dropped) + _ENTRY_OVERHEAD
         CACHE_BYTES.set(self.bytes)
         CACHE_ENTRIES.set(len(self._entries))

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -33,6 +34,7 @@ from services.common.events import last_id, read_stream, waiting_out_outages
 from services.common.freshness import coverage_pb, freshness_pb
 from services.common.intervals import Window, check_interval, check_symbol, interval_ms
 from services.common.limits import MAX_PAGE_BARS, MAX_WINDOW_BARS
+from services.common.runtime import decode_request, takes_bytes
 from services.common.series import Series, SeriesSource, SeriesState
 from services.common.store import UPDATES_LOG, PriceStore
 from services.common.tls import ClientTLS
@@ -47,6 +49,7 @@ log = logging.getLogger("cryptolens.core")
 SERVICE_NAME = "cryptolens.v1.CoreService"
 MB = 1024 * 1024
 MAX_SYMBOLS = 50  # per GetCorrelation / GetPortfolioRisk / WatchPrices request
+MAX_ASKS, MAX_ASK_BYTES = 4096, 512  # checked GetStats requests (and coverages) kept by their bytes
 _STREAM_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 SERIES_CACHE_BYTES = Gauge("cryptolens_core_series_cache_bytes", "Bytes of decoded price arrays held in memory")
@@ -71,7 +74,18 @@ def _fetch_from(window: Window, now: int) -> int | None:
 
 
 @dataclass(frozen=True)
-class Loaded:
+class StatsAsk:
+    """A GetStats request, checked: everything its answer depends on besides the stored data."""
+
+    symbol: str
+    interval: str
+    benchmark: str
+    rf: float
+    spec: WindowSpec
+    digest: str
+
+
+class Loaded(NamedTuple):
     """One series as an answer uses it: its state, the resolved window and the bars in it."""
 
     state: SeriesState
@@ -90,6 +104,8 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         self.series = SeriesSource(PriceStore(redis), settings.fetch_addr, settings.fetch_timeout_s,
                                    settings.series_cache_mb * MB, ClientTLS.from_settings(settings))
         self.results = ResultCache(settings.result_cache_mb * MB)
+        self._asks: OrderedDict[bytes, StatsAsk] = OrderedDict()
+        self._coverages: OrderedDict[tuple, bytes] = OrderedDict()
         self._pool = ThreadPoolExecutor(settings.compute_threads, thread_name_prefix="core-compute")
         # What GetStats keeps to answer the next version cheaply: per ("window", symbol, spec) and
         # per ("pair", symbol, benchmark, interval), least recently used out.
@@ -163,12 +179,30 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
                 self._kept.popitem(last=False)
         KEPT_STATS_BYTES.set(sum(k.nbytes for k in self._kept.values()))
 
-    def _coverage(self, loaded: Loaded, interval: str, first_ms, last_ms, bars: int, now: int):
+    @staticmethod
+    def _coverage_span(loaded: Loaded, now: int) -> tuple[int | None, int, int]:
+        """The window an answer's coverage is about: (start, end, until), no bar at or after until."""
         info = loaded.state.info
         newest_end = info.last_ms + 1 if info.last_ms is not None else now
         end = loaded.window.end_ms if loaded.window.end_ms is not None else newest_end
-        return coverage_pb(loaded.window.start_ms, end, first_ms, last_ms, bars, interval,
-                           until_ms=max(newest_end, now))
+        return loaded.window.start_ms, end, max(newest_end, now)
+
+    def _coverage(self, loaded: Loaded, interval: str, first_ms, last_ms, bars: int, now: int):
+        start, end, until = self._coverage_span(loaded, now)
+        return coverage_pb(start, end, first_ms, last_ms, bars, interval, until_ms=until)
+
+    def _stats_coverage(self, loaded: Loaded, interval: str, first_ms, last_ms, bars: int, now: int) -> bytes:
+        """The coverage of a GetStats answer as response bytes, kept by what it is made of (the clock
+        only counts through ``until``, as the end of the window it cuts)."""
+        start, end, until = self._coverage_span(loaded, now)
+        key = (start, end, min(end, until), first_ms, last_ms, bars, interval)
+        raw = self._coverages.get(key)
+        if raw is None:
+            coverage = coverage_pb(start, end, first_ms, last_ms, bars, interval, until_ms=until)
+            raw = self._coverages[key] = core_pb2.GetStatsResponse(coverage=coverage).SerializeToString()
+            if len(self._coverages) > MAX_ASKS:
+                self._coverages.popitem(last=False)
+        return raw
 
     def _freshness(self, loaded: Loaded, interval: str, now: int):
         return freshness_pb(loaded.state.info.last_ms, interval, self.settings.stale_after_bars, now)
@@ -188,8 +222,13 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         return all(x.series.stamp == x.state.stamp for x in loaded)
 
     # --- RPCs ----------------------------------------------------------------------------
-    async def GetStats(self, request, context):
-        now = now_ms()
+    def _stats_ask(self, raw: bytes, now: int) -> StatsAsk:
+        """The GetStats request in ``raw``, checked. A check the clock cannot change (a lookback, or
+        no start) is kept by the request's bytes, so a repeated request is not parsed or checked again."""
+        ask = self._asks.get(raw)
+        if ask is not None:
+            return ask
+        request = decode_request(raw, core_pb2.GetStatsRequest)
         symbol = check_symbol(request.symbol)
         interval = check_interval(request.interval or self.settings.interval)
         rf = request.risk_free_rate
@@ -197,16 +236,27 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
             raise InvalidArgument("risk_free_rate", f"{rf:.6g} is not an annual rate above -1 (0.04 means 4 %)")
         benchmark = check_symbol(request.benchmark or self.settings.benchmark, "benchmark")
         spec = WindowSpec.parse(request, interval, now)
+        ask = StatsAsk(symbol, interval, benchmark, rf, spec, request_digest(request))
+        if len(raw) <= MAX_ASK_BYTES and (spec.lookback_ms is not None or spec.start_ms is None):
+            self._asks[raw] = ask
+            if len(self._asks) > MAX_ASKS:
+                self._asks.popitem(last=False)
+        return ask
 
+    @takes_bytes
+    async def GetStats(self, raw: bytes, context) -> bytes:
+        """Answered as bytes: the cached answer as stored, then its coverage and freshness (fields
+        the stored bytes do not hold, so the two parts parse as one message)."""
+        now = now_ms()
+        ask = self._stats_ask(raw, now)
+        symbol, interval, spec, benchmark = ask.symbol, ask.interval, ask.spec, ask.benchmark
         loaded = await self._resolve(symbol, spec, now)
         spec.check_stored(loaded.window, [loaded.state.info])
         bench_state = await self._benchmark(benchmark, symbol, interval, _fetch_from(loaded.window, now))
-        key = ("GetStats", loaded.state.stamp, bench_state.stamp if bench_state else None, loaded.window,
-               request_digest(request))
-        raw = self.results.get("GetStats", key)
-        if raw is not None:
-            response = core_pb2.GetStatsResponse.FromString(raw)
-            response.cached = True
+        key = ("GetStats", loaded.state.stamp, bench_state.stamp if bench_state else None, loaded.window, ask.digest)
+        hit = self.results.get("GetStats", key)
+        if hit is not None:
+            answer, (first, last, count) = hit
         else:
             loaded = await self._read_series(symbol, spec, loaded)
             i, j = loaded.series.bounds(loaded.window.start_ms, loaded.window.end_ms)
@@ -214,16 +264,17 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
                 raise FailedPrecondition(f"{symbol} {interval} has {j - i} bar(s) in the window; need at least 2")
             bench = None
             if bench_state is not None:
-                first, last = int(loaded.series.span(i, i + 1)[0][0]), int(loaded.series.span(j - 1, j)[0][0])
-                bench = await self._read_series(benchmark, spec, Loaded(bench_state, Window(first, last + 1)))
-            response = await self._stats_kept(symbol, spec, loaded, i, j, rf, benchmark, bench)
+                span = Window(int(loaded.series.span(i, i + 1)[0][0]), int(loaded.series.span(j - 1, j)[0][0]) + 1)
+                bench = await self._read_series(benchmark, spec, Loaded(bench_state, span))
+            response = await self._stats_kept(symbol, spec, loaded, i, j, ask.rf, benchmark, bench)
+            answer = response.SerializeToString()
+            first = response.start.ToMilliseconds() if response.HasField("start") else None
+            last = response.end.ToMilliseconds() if response.HasField("end") else None
+            count = response.count
             if self._fresh_read(loaded, *([bench] if bench else [])):
-                self.results.put(key, response.SerializeToString())
-        first = response.start.ToMilliseconds() if response.HasField("start") else None
-        last = response.end.ToMilliseconds() if response.HasField("end") else None
-        response.coverage.CopyFrom(self._coverage(loaded, interval, first, last, response.count, now))
-        response.freshness.CopyFrom(self._freshness(loaded, interval, now))
-        return response
+                self.results.put(key, answer, (first, last, count))
+        tail = core_pb2.GetStatsResponse(cached=hit is not None, freshness=self._freshness(loaded, interval, now))
+        return answer + self._stats_coverage(loaded, interval, first, last, count, now) + tail.SerializeToString()
 
     async def GetTimeseries(self, request, context):
         now = now_ms()
@@ -241,9 +292,9 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         loaded = await self._resolve(symbol, spec, now)
         spec.check_stored(loaded.window, [loaded.state.info])
         key = ("GetTimeseries", loaded.state.stamp, loaded.window, request_digest(request))
-        raw = self.results.get("GetTimeseries", key)
-        if raw is not None:
-            response = core_pb2.GetTimeseriesResponse.FromString(raw)
+        hit = self.results.get("GetTimeseries", key)
+        if hit is not None:
+            response = core_pb2.GetTimeseriesResponse.FromString(hit[0])
         else:
             loaded = await self._read(symbol, spec, loaded)
             if len(loaded.ts) == 0:
@@ -339,9 +390,9 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         end = min(as_of, last + 1) if as_of is not None else last + 1  # bars strictly before as_of
         start = max(0, end - fc.MAX_HISTORY_BARS * interval_ms(interval))
         key = ("GetForecast", state.stamp, start, end, model)
-        raw = self.results.get("GetForecast", key)
-        if raw is not None:
-            response = core_pb2.GetForecastResponse.FromString(raw)
+        hit = self.results.get("GetForecast", key)
+        if hit is not None:
+            response = core_pb2.GetForecastResponse.FromString(hit[0])
             response.cached = True
         else:
             series = await self.series.get(symbol, interval, start, end_ms=end, state=state)

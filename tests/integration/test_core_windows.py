@@ -120,3 +120,24 @@ def test_every_answer_says_how_fresh_it_is(stack, core):
                                timeout=30)
     assert pair.freshness["DOT-USD"].stale and not pair.freshness["ADA-USD"].stale
     assert pair.coverage["DOT-USD"].bars == 60 and pair.coverage["ADA-USD"].bars == 60 and pair.count == 59
+
+
+def test_a_cached_answer_is_the_computed_one_and_a_window_past_now_expects_no_bars_after_now(stack, core):
+    """GetStats goes out as the stored answer's bytes followed by its coverage and freshness: a hit
+    parses to the same message as the miss, and the coverage of a window reaching hours past now
+    counts the bars expected up to now (the clock moves it; it is never kept past that)."""
+    today = now_ms() // DAY * DAY
+    end = now_ms() + 12 * 3_600_000
+    write_days(stack.redis_url, "LTC-USD", today - 10 * DAY, 10)  # up to yesterday
+    request = core_pb2.GetStatsRequest(symbol="LTC-USD", interval="1d", start=ts(today - 10 * DAY),
+                                       end=ts(end), benchmark="LTC-USD")
+    first = core.GetStats(request, timeout=30)
+    second = core.GetStats(request, timeout=30)
+    assert not first.cached and second.cached and second.freshness.age_seconds >= first.freshness.age_seconds
+    if now_ms() // DAY * DAY == today:  # not across midnight UTC
+        assert first.coverage.bars == 10 and first.coverage.expected_bars == 11  # 10 days and today so far
+        assert first.coverage.requested_end.ToMilliseconds() == end
+    for answer in (first, second):
+        answer.ClearField("cached")
+        answer.ClearField("freshness")
+    assert second == first and first.count == 10 and first.HasField("volatility")
