@@ -7,15 +7,19 @@ from services.common.convert import to_timestamp
 from services.common.intervals import interval_ms
 
 
-def freshness_pb(newest_ms: int | None, interval: str, stale_after_bars: int, now_ms: int) -> common_pb2.Freshness:
-    """Age is counted from the newest bar's close (open + one interval); no bar at all is stale."""
-    out = common_pb2.Freshness(stale_after_bars=stale_after_bars)
+def freshness_pb(newest_ms: int | None, interval: str, stale_after_bars: int, now_ms: int,
+                 out: common_pb2.Freshness | None = None) -> common_pb2.Freshness:
+    """Age is counted from the newest bar's close (open + one interval); no bar at all is stale.
+    ``out``: the field of a response to fill, instead of a new message to copy there."""
+    out = common_pb2.Freshness() if out is None else out
+    out.stale_after_bars = stale_after_bars
     if newest_ms is None:
         out.stale = True
         return out
     step = interval_ms(interval)
     age_ms = max(0, now_ms - (newest_ms + step))
-    out.newest_bar.CopyFrom(to_timestamp(newest_ms))
+    out.newest_bar.seconds, ms = divmod(newest_ms, 1000)
+    out.newest_bar.nanos = ms * 1_000_000
     out.age_seconds = age_ms / 1000
     out.stale = age_ms > stale_after_bars * step
     return out

@@ -64,9 +64,12 @@ class KeptStates:
         """Drop the kept state of one series: for a caller told of a write by another channel."""
         self._apply_change(key)
 
-    async def get(self, key: tuple[str, str]):
-        """The kept state (``None`` for a series the store does not have), or ``MISSING``."""
-        if not await self._sync():
+    async def get(self, key: tuple[str, str], synced: bool = False):
+        """The kept state (``None`` for a series the store does not have), or ``MISSING``.
+
+        ``synced``: the caller's call already synced (a second series of one answer). Events that
+        arrived since are of writes that ended after the call began, which it need not see."""
+        if not synced and not await self._sync():
             _MISS.inc()
             return MISSING
         kept = self._states.get(key)

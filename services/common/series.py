@@ -217,11 +217,13 @@ class SeriesSource:
             await self._channel.close()
 
     # --- state and stamps -------------------------------------------------------------------
-    async def state(self, symbol: str, interval: str, fresh: bool = False) -> SeriesState | None:
+    async def state(self, symbol: str, interval: str, fresh: bool = False, synced: bool = False
+                    ) -> SeriesState | None:
         """The series' meta and epoch in one snapshot; None if the store does not have the series.
-        Kept in memory between writes (services/common/kept_states.py) unless ``fresh``."""
+        Kept in memory between writes (services/common/kept_states.py) unless ``fresh``; ``synced``:
+        a second series of the same call (``KeptStates.get``)."""
         key = (symbol, interval)
-        if not fresh and (kept := await self._kept.get(key)) is not MISSING:
+        if not fresh and (kept := await self._kept.get(key, synced)) is not MISSING:
             return kept
         mark = self._kept.mark(key)
         state = await self._read_state(symbol, interval)
@@ -248,9 +250,9 @@ class SeriesSource:
         raise Unavailable(f"the epoch of {symbol} {interval} keeps disappearing; is Redis restarting?")
 
     async def ensure(self, symbol: str, interval: str, start_ms: int | None = None,
-                     state: SeriesState | None = None) -> SeriesState:
+                     state: SeriesState | None = None, synced: bool = False) -> SeriesState:
         """The series' state, asking Fetch first for a series the store lacks or for an earlier start."""
-        state = state or await self.state(symbol, interval)
+        state = state or await self.state(symbol, interval, synced=synced)
         if state is not None and not self._wants_earlier(state, start_ms):
             return state
         async with self._lock("fetch", symbol, interval):

@@ -204,15 +204,16 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
                 self._coverages.popitem(last=False)
         return raw
 
-    def _freshness(self, loaded: Loaded, interval: str, now: int):
-        return freshness_pb(loaded.state.info.last_ms, interval, self.settings.stale_after_bars, now)
+    def _freshness(self, loaded: Loaded, interval: str, now: int, out=None):
+        return freshness_pb(loaded.state.info.last_ms, interval, self.settings.stale_after_bars, now, out)
 
     async def _benchmark(self, benchmark: str, symbol: str, interval: str, fetch_from: int | None
                          ) -> SeriesState | None:
+        """The benchmark's state, read after the symbol's in the same call (one sync for both)."""
         if benchmark == symbol:
             return None
         try:
-            return await self.series.ensure(benchmark, interval, fetch_from)
+            return await self.series.ensure(benchmark, interval, fetch_from, synced=True)
         except (NotFound, Unavailable):
             return None  # no benchmark data: beta stays unset
 
@@ -273,7 +274,8 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
             count = response.count
             if self._fresh_read(loaded, *([bench] if bench else [])):
                 self.results.put(key, answer, (first, last, count))
-        tail = core_pb2.GetStatsResponse(cached=hit is not None, freshness=self._freshness(loaded, interval, now))
+        tail = core_pb2.GetStatsResponse(cached=hit is not None)
+        self._freshness(loaded, interval, now, out=tail.freshness)
         return answer + self._stats_coverage(loaded, interval, first, last, count, now) + tail.SerializeToString()
 
     async def GetTimeseries(self, request, context):
