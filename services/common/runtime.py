@@ -21,10 +21,11 @@ import grpc
 import redis.asyncio as aioredis
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Gauge, start_http_server
 
 from services.common.config import ServiceSettings
 from services.common import reflection as documented_reflection
+from services.common.rpc_metrics import method_stats
 from services.common import tls
 from services.common import wait_for
 from services.common.errors import InvalidArgument, ServiceError, cap_message
@@ -33,20 +34,6 @@ from services.common.redis_client import Reachability, from_settings, is_outage
 
 log = logging.getLogger("cryptolens.runtime")
 
-# gRPC server metrics under the grpc-prometheus names and labels (no label called "service": the
-# Prometheus Operator sets its own target label of that name). docs/metrics.md lists them.
-_RPC_LABELS = ["grpc_type", "grpc_service", "grpc_method"]
-RPC_STARTED = Counter("grpc_server_started_total", "RPCs started on the server", _RPC_LABELS)
-RPC_HANDLED = Counter("grpc_server_handled_total", "RPCs completed on the server, by status code",
-                      [*_RPC_LABELS, "grpc_code"])
-# Unary calls only: a stream's duration is how long the client stayed, not how fast we answered.
-RPC_HANDLING = Histogram(
-    "grpc_server_handling_seconds",
-    "Time to handle a unary RPC, until its answer or error",
-    _RPC_LABELS,
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-RPC_MSG_SENT = Counter("grpc_server_msg_sent_total", "Messages sent on server streams", _RPC_LABELS)
 REDIS_UP = Gauge("cryptolens_redis_up", "1 while Redis answers PING, else 0", ["grpc_service"])
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -74,19 +61,6 @@ def _request_type(method: str) -> str:
         return descriptor_pool.Default().FindMethodByName(method.lstrip("/").replace("/", ".")).input_type.full_name
     except KeyError:
         return "request message"
-
-
-def _by_code(counter: Counter, rpc: tuple[str, str, str]) -> Callable[[grpc.StatusCode], Counter]:
-    """``counter``'s child for a status code of one method, looked up once per code."""
-    children: dict[grpc.StatusCode, Counter] = {}
-
-    def child(code: grpc.StatusCode) -> Counter:
-        found = children.get(code)
-        if found is None:
-            found = children[code] = counter.labels(*rpc, code.name)
-        return found
-
-    return child
 
 
 def decode_request(raw: bytes, message_type):
@@ -184,10 +158,10 @@ class MetricsWrapper:
         return code
 
     def _wrap_unary(self, behavior, rpc: tuple[str, str, str], decode):
-        calls, handling, handled = RPC_STARTED.labels(*rpc), RPC_HANDLING.labels(*rpc), _by_code(RPC_HANDLED, rpc)
+        stats = method_stats(rpc)
 
         async def wrapped(raw, context):
-            calls.inc()
+            stats.started += 1
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
@@ -201,16 +175,16 @@ class MetricsWrapper:
             except Exception as exc:  # noqa: BLE001 - every error becomes a proper status
                 code = self._fail(context, rpc, exc)
             finally:
-                handled(code).inc()
-                handling.observe(time.perf_counter() - started)
+                stats.done(code.name)
+                stats.observe(time.perf_counter() - started)
 
         return wrapped
 
     def _wrap_stream(self, behavior, rpc: tuple[str, str, str], decode, client_streams: bool = False):
-        calls, sent, handled = RPC_STARTED.labels(*rpc), RPC_MSG_SENT.labels(*rpc), _by_code(RPC_HANDLED, rpc)
+        stats = method_stats(rpc)
 
         async def wrapped(raw, context):
-            calls.inc()
+            stats.started += 1
             code = grpc.StatusCode.OK
             items = None
             drain = asyncio.ensure_future(self.draining.wait())
@@ -218,7 +192,7 @@ class MetricsWrapper:
                 request = _decoded(raw, decode) if client_streams else decode(raw)
                 items = aiter(behavior(request, context))
                 while (item := await self._next(items, drain)) is not _END:
-                    sent.inc()  # before the yield: a client that leaves at once ends the generator there
+                    stats.sent += 1  # before the yield: a client that leaves at once ends the generator there
                     yield item
             except _Draining:
                 code = grpc.StatusCode.UNAVAILABLE
@@ -236,7 +210,7 @@ class MetricsWrapper:
                 drain.cancel()
                 if items is not None:
                     await items.aclose()
-                handled(code).inc()
+                stats.done(code.name)
 
         return wrapped
 

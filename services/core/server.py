@@ -136,8 +136,8 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         for the start of a window the store does not reach back to."""
         state = await self.series.state(symbol, spec.interval)
         window = spec.resolve(state.info.last_ms if state else None, now)
-        state = await self.series.ensure(symbol, spec.interval, _fetch_from(window, now), state)
-        return Loaded(state, spec.resolve(state.info.last_ms, now))
+        ensured = await self.series.ensure(symbol, spec.interval, _fetch_from(window, now), state)
+        return Loaded(ensured, window if ensured is state else spec.resolve(ensured.info.last_ms, now))
 
     async def _read_series(self, symbol: str, spec: WindowSpec, loaded: Loaded) -> Loaded:
         window = loaded.window
