@@ -63,15 +63,6 @@ def _request_type(method: str) -> str:
         return "request message"
 
 
-def decode_request(raw: bytes, message_type):
-    """``raw`` as a ``message_type``, undecodable bytes as INVALID_ARGUMENT instead of UNKNOWN."""
-    try:
-        return message_type.FromString(raw)
-    except Exception:  # noqa: BLE001 - DecodeError and friends: whatever the bytes were, they are input
-        raise InvalidArgument("request", f"{len(raw):,} bytes are not a valid "
-                                         f"{message_type.DESCRIPTOR.full_name}") from None
-
-
 def _decoder(deserializer: Callable[[bytes], object] | None, request_type: str) -> Callable[[bytes], object]:
     """The handler's deserializer, with undecodable bytes as INVALID_ARGUMENT instead of UNKNOWN."""
 
@@ -84,6 +75,11 @@ def _decoder(deserializer: Callable[[bytes], object] | None, request_type: str) 
             raise InvalidArgument("request", f"{len(raw):,} bytes are not a valid {request_type}") from None
 
     return decode
+
+
+def decode_request(raw: bytes, message_type):
+    """``raw`` as a ``message_type`` (for a ``@takes_bytes`` method), as the runtime decodes for the rest."""
+    return _decoder(message_type.FromString, message_type.DESCRIPTOR.full_name)(raw)
 
 
 def takes_bytes(method):

@@ -14,7 +14,6 @@ from streamlit.testing.v1 import AppTest
 from tests.conftest import ROOT, UI_APP, free_port, require_tool
 
 
-
 def test_page_shows_kpis_from_core(service_env):
     from ui.client import CryptoLensClient
     from ui.present import local_time
