@@ -22,15 +22,14 @@ import select
 import time
 
 import redis.asyncio as aioredis
-from prometheus_client import Counter
-
+from services.common.loop_counter import LoopCounter
 from services.common.redis_client import is_outage
 from services.common.store import UPDATES_CHANNEL
 
 log = logging.getLogger("cryptolens.series")
 
-KEPT_LOOKUPS = Counter("cryptolens_series_state_lookups_total",
-                       "Series state lookups: kept in memory (hit) or read from Redis (miss)", ["result"])
+KEPT_LOOKUPS = LoopCounter("cryptolens_series_state_lookups",
+                           "Series state lookups: kept in memory (hit) or read from Redis (miss)", ["result"])
 
 _HIT, _MISS = KEPT_LOOKUPS.labels("hit"), KEPT_LOOKUPS.labels("miss")
 MISSING = object()
@@ -50,6 +49,7 @@ class KeptStates:
         self._lock = asyncio.Lock()
         self._idle_drain: asyncio.Task | None = None
         self._unsupported = False
+        self._polled_writer, self._poll = None, None  # the subscription's socket, registered to poll
 
     def mark(self, key: tuple[str, str]) -> tuple[int, int]:
         """Taken before reading a state from Redis; ``put`` keeps the state only if no event came since
@@ -86,6 +86,12 @@ class KeptStates:
 
     async def _sync(self) -> bool:
         """Apply every event already sent to this process; False while not subscribed."""
+        if self._pubsub is not None and not self._lock.locked() and not self._socket_readable():
+            try:
+                if not await self._pubsub.connection.can_read():
+                    return True  # the usual case: nothing arrived since the last sync
+            except Exception:  # noqa: BLE001 - a broken subscription: the locked path below handles it
+                pass
         async with self._lock:
             if self._pubsub is None and not await self._subscribe():
                 return False
@@ -129,8 +135,14 @@ class KeptStates:
         return writer.get_extra_info("socket") if writer is not None else None
 
     def _socket_readable(self) -> bool:
-        sock = self._socket(self._pubsub)
-        return sock is None or bool(select.select([sock], [], [], 0)[0])  # unknown counts as pending
+        writer = getattr(self._pubsub.connection, "_writer", None)
+        if writer is not self._polled_writer:  # a new connection (redis-py reconnects by itself)
+            self._polled_writer, self._poll = writer, None
+            sock = writer.get_extra_info("socket") if writer is not None else None
+            if sock is not None:
+                self._poll = select.poll()
+                self._poll.register(sock, select.POLLIN)
+        return self._poll is None or bool(self._poll.poll(0))  # unknown counts as pending
 
     async def _subscribe(self) -> bool:
         if self._unsupported or time.monotonic() < self._retry_at:

@@ -32,12 +32,12 @@ class MethodStats:
         self.buckets = [0] * len(_LE)  # unary handling times, not cumulative
         self.seconds = 0.0
 
-    def done(self, code: str) -> None:
+    def done(self, code: str, seconds: float | None = None) -> None:
+        """A call ended with status ``code``; ``seconds``: a unary call's handling time."""
         self.handled[code] = self.handled.get(code, 0) + 1
-
-    def observe(self, seconds: float) -> None:
-        self.buckets[bisect_left(BUCKETS, seconds)] += 1
-        self.seconds += seconds
+        if seconds is not None:
+            self.buckets[bisect_left(BUCKETS, seconds)] += 1
+            self.seconds += seconds
 
 
 class _Collector:

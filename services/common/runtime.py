@@ -84,16 +84,10 @@ def decode_request(raw: bytes, message_type):
 
 def takes_bytes(method):
     """Marks a unary servicer method that is given the request's bytes (it decodes them with
-    ``decode_request`` when it needs to) and may answer with bytes: for a hot path that answers
-    a repeated request without parsing it or serializing a cached answer again."""
+    ``decode_request`` when it needs to) and answers with the response's bytes: for a hot path that
+    answers a repeated request without parsing it or serializing a cached answer again."""
     method.takes_bytes = True
     return method
-
-
-def _bytes_or(serializer: Callable[[object], bytes] | None) -> Callable[[object], bytes] | None:
-    if serializer is None:
-        return None
-    return lambda response: response if type(response) is bytes else serializer(response)
 
 
 async def _decoded(requests: AsyncIterator[bytes], decode: Callable[[bytes], object]) -> AsyncIterator[object]:
@@ -129,7 +123,7 @@ class MetricsWrapper:
         if handler.unary_unary:
             behavior, serializer = handler.unary_unary, handler.response_serializer
             if getattr(behavior, "takes_bytes", False):
-                decode, serializer = _decoder(None, ""), _bytes_or(serializer)
+                decode, serializer = None, None
             wrapped = self._wrap_unary(behavior, ("unary", service, method), decode)
             return grpc.unary_unary_rpc_method_handler(wrapped, None, serializer)
         if handler.unary_stream:
@@ -159,20 +153,19 @@ class MetricsWrapper:
         async def wrapped(raw, context):
             stats.started += 1
             started = time.perf_counter()
-            code = grpc.StatusCode.OK
+            code = "OK"
             try:
-                return await behavior(decode(raw), context)
+                return await behavior(raw if decode is None else decode(raw), context)
             except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
+                code = (context.code() or grpc.StatusCode.UNKNOWN).name
                 raise
             except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
+                code = "CANCELLED"
                 raise
             except Exception as exc:  # noqa: BLE001 - every error becomes a proper status
-                code = self._fail(context, rpc, exc)
+                code = self._fail(context, rpc, exc).name
             finally:
-                stats.done(code.name)
-                stats.observe(time.perf_counter() - started)
+                stats.done(code, time.perf_counter() - started)
 
         return wrapped
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 
-CACHE_LOOKUPS = Counter("cryptolens_core_cache_lookups_total", "Result cache lookups by method and result (hit, miss)",
-                        ["method", "result"])
+from services.common.loop_counter import LoopCounter
+
+CACHE_LOOKUPS = LoopCounter("cryptolens_core_cache_lookups", "Result cache lookups by method and result (hit, miss)",
+                            ["method", "result"])
 CACHE_BYTES = Gauge("cryptolens_core_cache_bytes", "Bytes held by the result cache (answers and keys)")
 CACHE_ENTRIES = Gauge("cryptolens_core_cache_entries", "Answers held by the result cache")
 
@@ -28,16 +30,11 @@ class ResultCache:
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple, tuple[bytes, tuple]] = OrderedDict()
-        self._lookups: dict[tuple[str, str], Counter] = {}  # the counter's children, looked up once
         self.bytes = 0
 
     def get(self, method: str, key: tuple) -> tuple[bytes, tuple] | None:
         entry = self._entries.get(key)
-        result = "hit" if entry is not None else "miss"
-        counter = self._lookups.get((method, result))
-        if counter is None:
-            counter = self._lookups[method, result] = CACHE_LOOKUPS.labels(method, result)
-        counter.inc()
+        CACHE_LOOKUPS.labels(method, "hit" if entry is not None else "miss").inc()
         if entry is not None:
             self._entries.move_to_end(key)
         return entry
