@@ -269,10 +269,16 @@ class SeriesSource:
                     time.monotonic() + (NO_EARLIER_S if answered else NO_EARLIER_AFTER_ERROR_S))
             return state
 
-    def _wants_earlier(self, state: SeriesState, start_ms: int | None) -> bool:
+    @staticmethod
+    def reaches_back(state: SeriesState, start_ms: int | None) -> bool:
+        """The stored series holds everything from ``start_ms`` on: Fetch has nothing earlier to give."""
         first = state.info.first_ms
-        if start_ms is None or first is None or start_ms >= first:
+        return start_ms is None or first is None or start_ms >= first
+
+    def _wants_earlier(self, state: SeriesState, start_ms: int | None) -> bool:
+        if self.reaches_back(state, start_ms):
             return False
+        first = state.info.first_ms
         known = self._no_earlier.get((state.info.symbol, state.info.interval))
         return not (known is not None and known.epoch == state.epoch and known.first_ms == first
                     and start_ms >= known.asked_ms and time.monotonic() < known.until)

@@ -16,7 +16,7 @@ import re
 import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
@@ -73,7 +73,17 @@ def _fetch_from(window: Window, now: int) -> int | None:
     return window.start_ms if window.start_ms is not None and window.start_ms < now else None
 
 
-@dataclass(frozen=True)
+class StatsAnswer(NamedTuple):
+    """A GetStats answer but its tail (``cached`` and freshness), and the states it holds for: the
+    series' and the benchmark's kept states, as the very objects (a write or a re-read replaces them)."""
+
+    state: SeriesState
+    bench: SeriesState | None
+    window: Window
+    raw: bytes  # the stored answer's bytes and its coverage
+
+
+@dataclass(eq=False)
 class StatsAsk:
     """A GetStats request, checked: everything its answer depends on besides the stored data."""
 
@@ -83,6 +93,7 @@ class StatsAsk:
     rf: float
     spec: WindowSpec
     digest: str
+    answered: StatsAnswer | None = field(default=None, repr=False)  # its last answer, for a repeat
 
 
 class Loaded(NamedTuple):
@@ -134,7 +145,9 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
     async def _resolve(self, symbol: str, spec: WindowSpec, now: int) -> Loaded:
         """The window against the stored series; Fetch is asked first for a series the store lacks or
         for the start of a window the store does not reach back to."""
-        state = await self.series.state(symbol, spec.interval)
+        return await self._resolve_state(await self.series.state(symbol, spec.interval), symbol, spec, now)
+
+    async def _resolve_state(self, state: SeriesState | None, symbol: str, spec: WindowSpec, now: int) -> Loaded:
         window = spec.resolve(state.info.last_ms if state else None, now)
         ensured = await self.series.ensure(symbol, spec.interval, _fetch_from(window, now), state)
         return Loaded(ensured, window if ensured is state else spec.resolve(ensured.info.last_ms, now))
@@ -207,6 +220,38 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
     def _freshness(self, loaded: Loaded, interval: str, now: int, out=None):
         return freshness_pb(loaded.state.info.last_ms, interval, self.settings.stale_after_bars, now, out)
 
+    def _stats_tail(self, state: SeriesState, interval: str, now: int, cached: bool) -> bytes:
+        tail = core_pb2.GetStatsResponse(cached=cached)
+        freshness_pb(state.info.last_ms, interval, self.settings.stale_after_bars, now, tail.freshness)
+        return tail.SerializeToString()
+
+    async def _repeat(self, ask: StatsAsk, state: SeriesState | None, now: int) -> bytes | None:
+        """The last answer to this request, if nothing it was made from changed: the same kept states
+        and the same window at this time. Only answers whose checks and coverage the clock cannot
+        change are kept (``_answered``)."""
+        answered = ask.answered
+        if answered is None or state is not answered.state:
+            return None
+        if ask.spec.resolve(state.info.last_ms, now) != answered.window:
+            return None
+        if answered.bench is not None:
+            if await self.series.state(ask.benchmark, ask.interval, synced=True) is not answered.bench:
+                return None
+        self.results.count_repeat("GetStats")
+        return answered.raw + self._stats_tail(state, ask.interval, now, cached=True)
+
+    def _answered(self, ask: StatsAsk, loaded: Loaded, bench: SeriesState | None, raw: bytes, now: int) -> None:
+        """Keep a cached answer for the next identical request, when only its states can change it:
+        no Fetch could be asked for earlier bars, and its coverage already ends before now."""
+        _, end, until = self._coverage_span(loaded, now)
+        fetch_from = _fetch_from(loaded.window, now)
+        if ask.benchmark == ask.symbol:
+            bench_settled = True
+        else:  # no benchmark data means asking Fetch for it on every call
+            bench_settled = bench is not None and self.series.reaches_back(bench, fetch_from)
+        if until >= end and bench_settled and self.series.reaches_back(loaded.state, fetch_from):
+            ask.answered = StatsAnswer(loaded.state, bench, loaded.window, raw)
+
     async def _benchmark(self, benchmark: str, symbol: str, interval: str, fetch_from: int | None
                          ) -> SeriesState | None:
         """The benchmark's state, read after the symbol's in the same call (one sync for both)."""
@@ -247,16 +292,21 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
     @takes_bytes
     async def GetStats(self, raw: bytes, context) -> bytes:
         """Answered as bytes: the cached answer as stored, then its coverage and freshness (fields
-        the stored bytes do not hold, so the two parts parse as one message)."""
+        the stored bytes do not hold, so the two parts parse as one message). A repeated request
+        whose states did not change is answered from its last answer, with a new freshness."""
         now = now_ms()
         ask = self._stats_ask(raw, now)
         symbol, interval, spec, benchmark = ask.symbol, ask.interval, ask.spec, ask.benchmark
-        loaded = await self._resolve(symbol, spec, now)
+        state = await self.series.state(symbol, interval)
+        if (repeat := await self._repeat(ask, state, now)) is not None:
+            return repeat
+        loaded = await self._resolve_state(state, symbol, spec, now)
         spec.check_stored(loaded.window, [loaded.state.info])
         bench_state = await self._benchmark(benchmark, symbol, interval, _fetch_from(loaded.window, now))
         key = ("GetStats", loaded.state.stamp, bench_state.stamp if bench_state else None, loaded.window, ask.digest)
         hit = self.results.get("GetStats", key)
-        if hit is not None:
+        kept = hit is not None
+        if kept:
             answer, (first, last, count) = hit
         else:
             loaded = await self._read_series(symbol, spec, loaded)
@@ -272,11 +322,13 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
             first = response.start.ToMilliseconds() if response.HasField("start") else None
             last = response.end.ToMilliseconds() if response.HasField("end") else None
             count = response.count
-            if self._fresh_read(loaded, *([bench] if bench else [])):
+            kept = self._fresh_read(loaded, *([bench] if bench else []))
+            if kept:
                 self.results.put(key, answer, (first, last, count))
-        tail = core_pb2.GetStatsResponse(cached=hit is not None)
-        self._freshness(loaded, interval, now, out=tail.freshness)
-        return answer + self._stats_coverage(loaded, interval, first, last, count, now) + tail.SerializeToString()
+        answer += self._stats_coverage(loaded, interval, first, last, count, now)
+        if kept:
+            self._answered(ask, loaded, bench_state, answer, now)
+        return answer + self._stats_tail(loaded.state, interval, now, cached=hit is not None)
 
     async def GetTimeseries(self, request, context):
         now = now_ms()

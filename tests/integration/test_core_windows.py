@@ -33,9 +33,9 @@ def ts(ms: int) -> Timestamp:
     return out
 
 
-def write_days(url: str, symbol: str, first_ms: int, days: int) -> None:
+def write_days(url: str, symbol: str, first_ms: int, days: int, close: np.ndarray | None = None) -> None:
     times = first_ms + np.arange(days, dtype=np.int64) * DAY
-    close = 100 + np.arange(days, dtype=float)
+    close = 100 + np.arange(days, dtype=float) if close is None else close
 
     async def go():
         client = aioredis.from_url(url)
@@ -141,3 +141,87 @@ def test_a_cached_answer_is_the_computed_one_and_a_window_past_now_expects_no_ba
         answer.ClearField("cached")
         answer.ClearField("freshness")
     assert second == first and first.count == 10 and first.HasField("volatility")
+
+
+def _answer(response: core_pb2.GetStatsResponse) -> core_pb2.GetStatsResponse:
+    """The answer without what every call sets anew."""
+    out = core_pb2.GetStatsResponse()
+    out.CopyFrom(response)
+    out.ClearField("cached")
+    out.ClearField("freshness")
+    return out
+
+
+def _computed(response: core_pb2.GetStatsResponse) -> core_pb2.GetStatsResponse:
+    """What two computations of one answer share: all but the time each was made."""
+    out = _answer(response)
+    out.ClearField("as_of")
+    return out
+
+
+def test_a_repeated_request_is_answered_anew_once_either_series_changes(stack, core):
+    """A repeat of the same request bytes is answered from its last answer while the series and
+    the benchmark are unchanged; a write to either (the benchmark alone too) makes a new answer,
+    the one a request never seen before gets."""
+    today = now_ms() // DAY * DAY
+    rng = np.random.default_rng(7)
+    write_days(stack.redis_url, "XRP-USD", today - 40 * DAY, 40, 100 * np.exp(np.cumsum(rng.normal(0, 0.02, 40))))
+    bench_close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, 40)))
+    write_days(stack.redis_url, "LINK-USD", today - 40 * DAY, 40, bench_close)
+    request = core_pb2.GetStatsRequest(symbol="XRP-USD", interval="1d", lookback="20d", benchmark="LINK-USD")
+    same = core_pb2.GetStatsRequest(symbol="XRP-USD", interval="1d", lookback="480h", benchmark="LINK-USD")
+
+    first, second, third = (core.GetStats(request, timeout=30) for _ in range(3))
+    assert not first.cached and second.cached and third.cached
+    assert _answer(first) == _answer(second) == _answer(third) and first.HasField("beta")
+
+    bench_close[-3] *= 1.2  # a correction of one benchmark bar inside the window
+    write_days(stack.redis_url, "LINK-USD", today - 40 * DAY, 40, bench_close)
+    after_bench = core.GetStats(request, timeout=30)
+    assert not after_bench.cached and after_bench.beta != first.beta
+    assert _computed(after_bench) == _computed(core.GetStats(same, timeout=30))
+
+    write_days(stack.redis_url, "XRP-USD", today, 1, np.array([250.0]))  # today's bar: the window moves
+    after_symbol = core.GetStats(request, timeout=30)
+    assert not after_symbol.cached and after_symbol.end.ToMilliseconds() == today
+    assert _computed(after_symbol) == _computed(core.GetStats(same, timeout=30))
+    assert core.GetStats(request, timeout=30).cached
+
+
+def test_a_repeated_request_whose_coverage_the_clock_moves_is_never_answered_from_the_last(stack, monkeypatch):
+    """A window ending after now expects bars up to now: a repeat once now is past its end expects
+    them all, however unchanged the series (the clock is the service's own, moved here)."""
+    from services.core import server
+
+    today = now_ms() // DAY * DAY
+    write_days(stack.redis_url, "AVAX-USD", today - 30 * DAY, 30)  # the windows need nothing earlier
+    clock = {"now": today + 3_600_000}
+    monkeypatch.setattr(server, "now_ms", lambda: clock["now"])
+
+    class Context:
+        def set_code(self, code): raise AssertionError(code)
+        def set_details(self, details): raise AssertionError(details)
+
+    async def go():
+        client = aioredis.from_url(stack.redis_url)
+        service = server.CoreService(server.CoreSettings(), client)
+        ends_later = core_pb2.GetStatsRequest(symbol="AVAX-USD", interval="1d", lookback="492h",
+                                              end=ts(today + 23 * 3_600_000), benchmark="AVAX-USD").SerializeToString()
+        ends_at_data = core_pb2.GetStatsRequest(symbol="AVAX-USD", interval="1d", lookback="492h",
+                                                benchmark="AVAX-USD").SerializeToString()
+        answers = []
+        for moved in (0, DAY, DAY):
+            clock["now"] += moved
+            answers.append([core_pb2.GetStatsResponse.FromString(await service.GetStats(raw, Context()))
+                            for raw in (ends_later, ends_at_data)])
+        await service.stop()
+        await client.aclose()
+        return answers
+
+    answers = asyncio.run(go())
+    # 20.5 days: up to 01:00 today the first expects 20 bars, once past 23:00 today all 21
+    assert [later.coverage.expected_bars for later, _ in answers] == [20, 21, 21]
+    assert [at.coverage.expected_bars for _, at in answers] == [21, 21, 21]
+    assert [later.cached for later, _ in answers] == [False, True, True]
+    assert [at.cached for _, at in answers] == [False, True, True]
+    assert answers[2][1].freshness.age_seconds - answers[0][1].freshness.age_seconds == 2 * 86_400
