@@ -117,6 +117,7 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         self.results = ResultCache(settings.result_cache_mb * MB)
         self._asks: OrderedDict[bytes, StatsAsk] = OrderedDict()
         self._coverages: OrderedDict[tuple, bytes] = OrderedDict()
+        self._tails_at, self._tails = 0, {}  # GetStats tails made in the millisecond ``_tails_at``
         self._pool = ThreadPoolExecutor(settings.compute_threads, thread_name_prefix="core-compute")
         # What GetStats keeps to answer the next version cheaply: per ("window", symbol, spec) and
         # per ("pair", symbol, benchmark, interval), least recently used out.
@@ -221,9 +222,17 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         return freshness_pb(loaded.state.info.last_ms, interval, self.settings.stale_after_bars, now, out)
 
     def _stats_tail(self, state: SeriesState, interval: str, now: int, cached: bool) -> bytes:
-        tail = core_pb2.GetStatsResponse(cached=cached)
-        freshness_pb(state.info.last_ms, interval, self.settings.stale_after_bars, now, tail.freshness)
-        return tail.SerializeToString()
+        """``cached`` and the freshness as response bytes. Under load many answers leave in the same
+        millisecond: they share these bytes, kept until the clock moves on."""
+        if now != self._tails_at:
+            self._tails_at, self._tails = now, {}
+        key = (state.info.last_ms, interval, cached)
+        raw = self._tails.get(key)
+        if raw is None:
+            tail = core_pb2.GetStatsResponse(cached=cached)
+            freshness_pb(state.info.last_ms, interval, self.settings.stale_after_bars, now, tail.freshness)
+            raw = self._tails[key] = tail.SerializeToString()
+        return raw
 
     async def _repeat(self, ask: StatsAsk, state: SeriesState | None, now: int) -> bytes | None:
         """The last answer to this request, if nothing it was made from changed: the same kept states
