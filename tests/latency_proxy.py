@@ -3,6 +3,7 @@
     with LatencyProxy(upstream_port) as proxy:
         proxy.delay_s = 3.0    # from now on, every chunk in either direction waits 3 s
         ... connect to proxy.addr ...
+        proxy.reset()          # every open connection ends with a TCP reset, as a network failure
 
 It runs its own event loop in a background thread, so it serves any test, sync or async.
 """
@@ -10,6 +11,8 @@ It runs its own event loop in a background thread, so it serves any test, sync o
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import threading
 
 CHUNK = 65536
@@ -23,6 +26,7 @@ class LatencyProxy:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._open: set[asyncio.StreamWriter] = set()  # both ends of every proxied connection
 
     @property
     def addr(self) -> str:
@@ -46,7 +50,24 @@ class LatencyProxy:
         except OSError:
             client_writer.close()
             return
-        await asyncio.gather(self._pump(client_reader, upstream_writer), self._pump(upstream_reader, client_writer))
+        pair = {client_writer, upstream_writer}
+        self._open |= pair
+        try:
+            await asyncio.gather(self._pump(client_reader, upstream_writer), self._pump(upstream_reader, client_writer))
+        finally:
+            self._open -= pair
+
+    def reset(self) -> None:
+        """End every open connection with a TCP RST (SO_LINGER 0), both ways; new ones are served."""
+        def abort_all():
+            for writer in list(self._open):
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+        done = threading.Event()
+        self._loop.call_soon_threadsafe(lambda: (abort_all(), done.set()))
+        done.wait(10)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -61,6 +82,14 @@ class LatencyProxy:
         self._ready.wait(10)
         return self
 
+    async def _close(self) -> None:
+        """End every connection's tasks, so none is left pending when the loop stops."""
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)

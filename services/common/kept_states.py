@@ -86,9 +86,9 @@ class KeptStates:
 
     async def _sync(self) -> bool:
         """Apply every event already sent to this process; False while not subscribed."""
-        if self._pubsub is not None and not self._lock.locked() and not self._socket_readable():
+        if self._pubsub is not None and not self._lock.locked():
             try:
-                if not await self._pubsub.connection.can_read():
+                if not self._socket_readable() and not await self._pubsub.connection.can_read():
                     return True  # the usual case: nothing arrived since the last sync
             except Exception:  # noqa: BLE001 - a broken subscription: the locked path below handles it
                 pass
@@ -135,6 +135,8 @@ class KeptStates:
         return writer.get_extra_info("socket") if writer is not None else None
 
     def _socket_readable(self) -> bool:
+        """Bytes wait in the subscription's socket; a socket that cannot be polled counts as pending:
+        none, or one closing (a reset connection: its number may already be another socket's)."""
         writer = getattr(self._pubsub.connection, "_writer", None)
         if writer is not self._polled_writer:  # a new connection (redis-py reconnects by itself)
             self._polled_writer, self._poll = writer, None
@@ -142,7 +144,7 @@ class KeptStates:
             if sock is not None:
                 self._poll = select.poll()
                 self._poll.register(sock, select.POLLIN)
-        return self._poll is None or bool(self._poll.poll(0))  # unknown counts as pending
+        return self._poll is None or writer.is_closing() or bool(self._poll.poll(0))
 
     async def _subscribe(self) -> bool:
         if self._unsupported or time.monotonic() < self._retry_at:

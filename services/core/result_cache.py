@@ -39,11 +39,13 @@ class ResultCache:
             self._entries.move_to_end(key)
         return entry
 
-    @staticmethod
-    def count_repeat(method: str) -> None:
-        """An answer served again by its caller from its last lookup (Core's repeated GetStats):
-        counted as the hit it stands for, so the hit ratio means the same with or without it."""
+    def repeated(self, method: str, key: tuple) -> None:
+        """An answer served again by its caller from its last lookup of ``key`` (Core's repeated
+        GetStats): counted as the hit it stands for, so the hit ratio means the same with or without
+        it, and kept as recently used as a hit keeps it."""
         CACHE_LOOKUPS.labels(method, "hit").inc()
+        if key in self._entries:
+            self._entries.move_to_end(key)
 
     def put(self, key: tuple, raw: bytes, extra: tuple = ()) -> None:
         size = len(raw) + _ENTRY_OVERHEAD

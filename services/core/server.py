@@ -80,6 +80,7 @@ class StatsAnswer(NamedTuple):
     state: SeriesState
     bench: SeriesState | None
     window: Window
+    key: tuple  # its result-cache key
     raw: bytes  # the stored answer's bytes and its coverage
 
 
@@ -246,10 +247,11 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         if answered.bench is not None:
             if await self.series.state(ask.benchmark, ask.interval, synced=True) is not answered.bench:
                 return None
-        self.results.count_repeat("GetStats")
+        self.results.repeated("GetStats", answered.key)
         return answered.raw + self._stats_tail(state, ask.interval, now, cached=True)
 
-    def _answered(self, ask: StatsAsk, loaded: Loaded, bench: SeriesState | None, raw: bytes, now: int) -> None:
+    def _answered(self, ask: StatsAsk, loaded: Loaded, bench: SeriesState | None, key: tuple, raw: bytes,
+                  now: int) -> None:
         """Keep a cached answer for the next identical request, when only its states can change it:
         no Fetch could be asked for earlier bars, and its coverage already ends before now."""
         _, end, until = self._coverage_span(loaded, now)
@@ -259,7 +261,7 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         else:  # no benchmark data means asking Fetch for it on every call
             bench_settled = bench is not None and self.series.reaches_back(bench, fetch_from)
         if until >= end and bench_settled and self.series.reaches_back(loaded.state, fetch_from):
-            ask.answered = StatsAnswer(loaded.state, bench, loaded.window, raw)
+            ask.answered = StatsAnswer(loaded.state, bench, loaded.window, key, raw)
 
     async def _benchmark(self, benchmark: str, symbol: str, interval: str, fetch_from: int | None
                          ) -> SeriesState | None:
@@ -336,7 +338,7 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
                 self.results.put(key, answer, (first, last, count))
         answer += self._stats_coverage(loaded, interval, first, last, count, now)
         if kept:
-            self._answered(ask, loaded, bench_state, answer, now)
+            self._answered(ask, loaded, bench_state, key, answer, now)
         return answer + self._stats_tail(loaded.state, interval, now, cached=hit is not None)
 
     async def GetTimeseries(self, request, context):

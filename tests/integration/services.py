@@ -117,9 +117,10 @@ class Stack:
             service.stop()
 
 
-def start_core(redis_server, tmp_path: Path, name: str) -> ServiceProcess:
-    """Core alone on ``redis_server`` (a RedisServer), serving; its Fetch address answers nothing."""
-    env = {"CRYPTOLENS_REDIS_URL": redis_server.url, "CRYPTOLENS_REDIS_CHECK_S": "0.2",
+def start_core(redis_server, tmp_path: Path, name: str, redis_url: str | None = None) -> ServiceProcess:
+    """Core alone on ``redis_server`` (a RedisServer; ``redis_url``: reached another way, such as
+    through a proxy), serving; its Fetch address answers nothing."""
+    env = {"CRYPTOLENS_REDIS_URL": redis_url or redis_server.url, "CRYPTOLENS_REDIS_CHECK_S": "0.2",
            "CRYPTOLENS_FETCH_ADDR": f"127.0.0.1:{free_port()}", "CRYPTOLENS_FETCH_TIMEOUT_S": "1"}
     return ServiceProcess("core", free_port(), free_port(), [], env, tmp_path / f"{name}.log").start().wait_serving()
 

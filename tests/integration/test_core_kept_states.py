@@ -5,16 +5,20 @@ restarted empty is never answered from what was kept."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
 import numpy as np
 import pytest
 import redis as redis_sync
+import redis.asyncio as aioredis
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
+from services.common.kept_states import MISSING, KeptStates
 from services.common.store import PriceStore
 from tests.integration.services import start_core
+from tests.latency_proxy import LatencyProxy
 from tests.integration.test_core_incremental import MINUTE, START, Store
 
 N = 3_000
@@ -52,6 +56,73 @@ def test_a_warm_call_reads_nothing_from_redis_and_sees_every_finished_write(redi
                 assert (reply.count, reply.end.ToMilliseconds(), reply.last) == (N + step + 1, last_ts, last)
     finally:
         core.stop()
+
+
+def test_a_subscription_reset_by_the_network_hides_no_write(redis, tmp_path):
+    """Core's connections to Redis end with a TCP reset (a network failure, not a close): calls may
+    fail UNAVAILABLE for a moment, but once they answer, every finished write is in the answer. The
+    reset subscription's socket number is soon another connection's; a sync polling that number saw
+    nothing pending and kept answering from states no event could reach any more."""
+    store = Store(redis.url)
+    ts = START + np.arange(N, dtype=np.int64) * MINUTE
+    close = 100 + np.cumsum(np.random.default_rng(5).normal(0, 0.1, N))
+    store.write(ts, close)
+    store.write(ts, close * 2, symbol="ETH-USD")
+    last_ts, last = int(ts[-1]), float(close[-1])
+    with LatencyProxy(redis.port) as proxy:
+        core = start_core(redis, tmp_path, "reset", redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        try:
+            with grpc.insecure_channel(core.addr) as channel:
+                stub = core_pb2_grpc.CoreServiceStub(channel)
+                for _ in range(4):  # which socket gets the freed number varies: several resets
+                    for _ in range(20):
+                        stub.GetStats(REQUEST, timeout=30)
+                    proxy.reset()
+                    deadline = time.monotonic() + 10
+                    while True:
+                        try:
+                            stub.GetStats(REQUEST, timeout=5)
+                            break
+                        except grpc.RpcError as failed:
+                            assert failed.code() == grpc.StatusCode.UNAVAILABLE, failed
+                            assert time.monotonic() < deadline, "no answer 10 s after the reset"
+                            time.sleep(0.1)
+                    for _ in range(10):
+                        last_ts += MINUTE
+                        last += 0.5
+                        store.write([last_ts], [last])
+                        reply = stub.GetStats(REQUEST, timeout=30)
+                        assert (reply.end.ToMilliseconds(), reply.last) == (last_ts, last)
+                        time.sleep(0.05)
+        finally:
+            core.stop()
+
+
+def test_kept_states_are_dropped_when_the_subscription_is_reset_and_its_socket_number_reused(redis):
+    """The defect under the test above, made certain: after the reset, the next command opens a
+    connection on the subscription's freed socket number, which has nothing to read."""
+    key = ("BTC-USD", "1m")
+
+    async def go():
+        with LatencyProxy(redis.port) as proxy:
+            client = aioredis.from_url(f"redis://127.0.0.1:{proxy.port}/0")
+            kept = KeptStates(client, max_age_s=60)
+            assert await kept.get(key) is MISSING  # subscribes
+            kept.put(key, "state", kept.mark(key))
+            assert await kept.get(key) == "state"
+            subscription_fd = kept._pubsub.connection._writer.get_extra_info("socket").fileno()
+            proxy.reset()
+            await asyncio.sleep(0.2)  # the reset arrives
+            await client.ping()  # the pool's first connection: the lowest free socket number
+            reused = [c._writer.get_extra_info("socket").fileno() for c in client.connection_pool._available_connections]
+            found = await kept.get(key)
+            await kept.close()
+            await client.aclose()
+            return subscription_fd in reused, found
+
+    reused, found = asyncio.run(go())
+    assert reused  # the situation this test is about (else it proves nothing)
+    assert found is MISSING
 
 
 @pytest.fixture
