@@ -8,9 +8,12 @@ announcement loses the event; that costs at most this long).
 Before a kept state is used, the events already sent to this process are applied: the subscription's
 socket is polled, and whatever it holds is read first. Redis sends a PUBLISH to its subscribers
 before it answers the publisher, so a write whose writer has returned (Fetch announces before it
-answers) is never hidden from a read that starts after it. The subscription breaking (Redis
-restarted, empty or not; a failover) drops everything kept, and nothing is kept until it is back;
-so does a reconnect redis-py makes by itself.
+answers) is never hidden from a read that starts after it, when the event travels the way the
+writer's answer does (one network; a proxy on the subscription alone delays what is seen by its own
+delay). That holds once Redis has taken the SUBSCRIBE: redis-py sends it without waiting, so nothing
+is kept until its confirmation has been read (a read sent after that is served after it). The
+subscription breaking (Redis restarted, empty or not; a failover) drops everything kept, and nothing
+is kept until it is back; so does a reconnect redis-py makes by itself.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ _HIT, _MISS = KEPT_LOOKUPS.labels("hit"), KEPT_LOOKUPS.labels("miss")
 MISSING = object()
 RESUBSCRIBE_S = 1.0
 _PENDING_WAIT_S = 0.05  # bytes are in the socket: the event loop reads them within one turn
+_CONFIRM_WAIT_S = 0.5  # a slower confirmation is read by a later sync; nothing is kept until then
 
 
 class KeptStates:
@@ -44,6 +48,7 @@ class KeptStates:
         self._states: dict[tuple[str, str], tuple[object, float]] = {}
         self._changes: dict[tuple[str, str], int] = {}  # events seen per series: a read that saw one is not kept
         self._subscription = 0  # counts subscriptions: events missed between two are unknown
+        self._confirmed = 0  # the last subscription whose SUBSCRIBE Redis has answered
         self._pubsub = None
         self._retry_at = 0.0
         self._lock = asyncio.Lock()
@@ -52,12 +57,13 @@ class KeptStates:
         self._polled_writer, self._poll = None, None  # the subscription's socket, registered to poll
 
     def mark(self, key: tuple[str, str]) -> tuple[int, int]:
-        """Taken before reading a state from Redis; ``put`` keeps the state only if no event came since
-        on the same subscription."""
-        return self._subscription, self._changes.get(key, 0)
+        """Taken before reading a state from Redis; ``put`` keeps the state only if the subscription
+        was confirmed when the read began and no event came since on it."""
+        trusted = self._subscription if self._confirmed == self._subscription else 0
+        return trusted, self._changes.get(key, 0)
 
     def put(self, key: tuple[str, str], state, mark: tuple[int, int]) -> None:
-        if self._pubsub is not None and self.mark(key) == mark:
+        if self._pubsub is not None and mark[0] and self.mark(key) == mark:
             self._states[key] = (state, time.monotonic() + self.max_age_s)
 
     def forget(self, key: tuple[str, str]) -> None:
@@ -93,16 +99,15 @@ class KeptStates:
             except Exception:  # noqa: BLE001 - a broken subscription: the locked path below handles it
                 pass
         async with self._lock:
-            if self._pubsub is None and not await self._subscribe():
-                return False
             try:
+                if self._pubsub is None and not await self._subscribe():
+                    return False
                 empty_reads = 0
                 while empty_reads < 2:  # bytes that never make a message (TLS records) end it too
                     in_socket = self._socket_readable()
                     if not in_socket and not await self._pubsub.connection.can_read():
                         break  # nothing was sent to us that we have not applied
-                    message = await self._pubsub.get_message(ignore_subscribe_messages=True,
-                                                             timeout=_PENDING_WAIT_S if in_socket else 0)
+                    message = await self._pubsub.get_message(timeout=_PENDING_WAIT_S if in_socket else 0)
                     if message is None:
                         empty_reads += 1
                     else:
@@ -117,6 +122,9 @@ class KeptStates:
                 return False
 
     def _apply(self, message: dict) -> None:
+        if message["type"] == "subscribe":
+            self._confirmed = self._subscription
+            return
         try:
             event = json.loads(message["data"])
             key = (event["symbol"], event["interval"])
@@ -169,6 +177,10 @@ class KeptStates:
         pubsub.connection.register_connect_callback(self._reconnected)
         if self._idle_drain is None or self._idle_drain.done():
             self._idle_drain = asyncio.get_running_loop().create_task(self._drain_while_idle())
+        # Its confirmation now, so the call that subscribed keeps what it reads (one round trip, once).
+        reply = await pubsub.get_message(timeout=_CONFIRM_WAIT_S)
+        if reply is not None:
+            self._apply(reply)
         return True
 
     def _reconnected(self, _connection) -> None:

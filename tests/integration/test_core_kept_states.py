@@ -6,6 +6,7 @@ restarted empty is never answered from what was kept."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import grpc
@@ -16,7 +17,7 @@ import redis.asyncio as aioredis
 
 from cryptolens.v1 import core_pb2, core_pb2_grpc
 from services.common.kept_states import MISSING, KeptStates
-from services.common.store import PriceStore
+from services.common.store import UPDATES_CHANNEL, PriceStore
 from tests.integration.services import start_core
 from tests.latency_proxy import LatencyProxy
 from tests.integration.test_core_incremental import MINUTE, START, Store
@@ -62,14 +63,19 @@ def test_a_subscription_reset_by_the_network_hides_no_write(redis, tmp_path):
     """Core's connections to Redis end with a TCP reset (a network failure, not a close): calls may
     fail UNAVAILABLE for a moment, but once they answer, every finished write is in the answer. The
     reset subscription's socket number is soon another connection's; a sync polling that number saw
-    nothing pending and kept answering from states no event could reach any more."""
-    store = Store(redis.url)
+    nothing pending and kept answering from states no event could reach any more.
+
+    The writer goes through the proxy too: an event is seen once it has reached Core, and only a path
+    shared with the writer's answer brings it there no later than that answer. (CI once saw an answer
+    a bar behind here, the writer direct: an event still in the proxy's thread is one way; a state kept
+    before Redis had the SUBSCRIBE, the test below, the other.)"""
     ts = START + np.arange(N, dtype=np.int64) * MINUTE
     close = 100 + np.cumsum(np.random.default_rng(5).normal(0, 0.1, N))
-    store.write(ts, close)
-    store.write(ts, close * 2, symbol="ETH-USD")
     last_ts, last = int(ts[-1]), float(close[-1])
     with LatencyProxy(redis.port) as proxy:
+        store = Store(f"redis://127.0.0.1:{proxy.port}/0")
+        store.write(ts, close)
+        store.write(ts, close * 2, symbol="ETH-USD")
         core = start_core(redis, tmp_path, "reset", redis_url=f"redis://127.0.0.1:{proxy.port}/0")
         try:
             with grpc.insecure_channel(core.addr) as channel:
@@ -123,6 +129,32 @@ def test_kept_states_are_dropped_when_the_subscription_is_reset_and_its_socket_n
     reused, found = asyncio.run(go())
     assert reused  # the situation this test is about (else it proves nothing)
     assert found is MISSING
+
+
+def test_nothing_is_kept_before_redis_has_the_subscription(redis):
+    """redis-py sends SUBSCRIBE (first, or again after a reconnect) without waiting for Redis to take
+    it. A state read on another connection meanwhile can be answered first; a write published before
+    the SUBSCRIBE arrives reaches nobody, and that state was kept with no event coming to drop it (CI
+    saw a Core answer a bar behind after a reset). Here the subscription's bytes take 0.5 s each way."""
+    key = ("BTC-USD", "1m")
+
+    async def go():
+        direct = aioredis.from_url(redis.url)
+        with LatencyProxy(redis.port, delay_s=0.5) as proxy:
+            kept = KeptStates(aioredis.from_url(f"redis://127.0.0.1:{proxy.port}/0"), max_age_s=60)
+            assert await kept.get(key) is MISSING  # subscribes: SUBSCRIBE is on its way to Redis
+            kept.put(key, "read before the subscription", kept.mark(key))
+            await direct.publish(UPDATES_CHANNEL, json.dumps({"symbol": key[0], "interval": key[1]}))
+            before = await kept.get(key)
+            await asyncio.sleep(1.5)  # Redis has it and its answer is back: from now on states are kept
+            await kept.get(key)
+            kept.put(key, "read after", kept.mark(key))
+            after = await kept.get(key)
+            await kept.close()
+        await direct.aclose()
+        return before, after
+
+    assert asyncio.run(go()) == (MISSING, "read after")
 
 
 @pytest.fixture
