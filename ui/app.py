@@ -290,6 +290,18 @@ def _line(value) -> str:
     return "" if value is None else f"{value:.10g}"
 
 
+def _fill_rule_form(chosen: str, rule: dict, symbol: str) -> None:
+    """Put a rule (or a new rule's defaults) into the form's widgets. The widgets keep their keys from
+    rule to rule: widgets keyed per rule were new page elements, and the browser could keep the last
+    rule's beside them (a later fragment's rerun skipped the cleanup) until the next click."""
+    st.session_state.update({
+        "rule-filled": chosen, "rule-name": rule.get("name", ""),
+        "rule-sym": rule.get("symbol", symbol), "rule-win": rule.get("window", "1h"),
+        "rule-metric": rule.get("metric", "price"), "rule-cond": rule.get("condition", "below"),
+        "rule-pending": int(rule.get("pending_for_s", 0)), "rule-warn": _line(rule.get("warning")),
+        "rule-alert": _line(rule.get("alert")), "rule-clear": _line(rule.get("clear"))})
+
+
 @st.fragment
 def rule_form(symbols: list[str], interval: str) -> None:
     """Create, edit and delete user rules; the Alerts service validates, and its message is shown here."""
@@ -308,28 +320,26 @@ def rule_form(symbols: list[str], interval: str) -> None:
     user = {r["id"]: r for r in rules if not r.get("builtin")}
     chosen = st.selectbox("Edit", ["New rule", *user], key="rule-choice")
     rule = user.get(chosen, {})
-    k = f"rule-{chosen}"  # fresh widgets per rule, pre-filled with it
-    with st.form(k, border=True):
+    targets = list(dict.fromkeys([*symbols, "*", rule.get("symbol", "*")]))
+    if st.session_state.get("rule-filled") != chosen:
+        _fill_rule_form(chosen, rule, targets[0])
+    with st.form("rule-form", border=True):
         a, b, c = st.columns(3)
-        name = a.text_input("Name", value=rule.get("name", ""), key=k + "-name")
-        targets = list(dict.fromkeys([*symbols, "*", rule.get("symbol", "*")]))
-        symbol = b.selectbox("Symbol", targets, index=targets.index(rule.get("symbol", targets[0])), key=k + "-sym")
-        window = c.text_input("Window", value=rule.get("window", "1h"), key=k + "-win")
+        name = a.text_input("Name", key="rule-name")
+        symbol = b.selectbox("Symbol", targets, key="rule-sym")
+        window = c.text_input("Window", key="rule-win")
         a, b, c = st.columns(3)
-        metric = a.selectbox("Metric", RULE_METRICS, index=RULE_METRICS.index(rule.get("metric", "price")),
-                             key=k + "-metric")
-        condition = b.selectbox("Condition", RULE_CONDITIONS,
-                                index=RULE_CONDITIONS.index(rule.get("condition", "below")), key=k + "-cond")
-        pending = c.number_input("Pending for (s)", min_value=0, value=int(rule.get("pending_for_s", 0)),
-                                 key=k + "-pending")
+        metric = a.selectbox("Metric", RULE_METRICS, key="rule-metric")
+        condition = b.selectbox("Condition", RULE_CONDITIONS, key="rule-cond")
+        pending = c.number_input("Pending for (s)", min_value=0, key="rule-pending")
         a, b, c = st.columns(3)
         st.caption("Thresholds in the metric's unit; ratios as fractions (−0.1 is −10 %).")
-        warning = a.text_input("Warning line", value=_line(rule.get("warning")), key=k + "-warn")
-        alert = b.text_input("Alert line", value=_line(rule.get("alert")), key=k + "-alert")
-        clear = c.text_input("Clear line", value=_line(rule.get("clear")), key=k + "-clear")
+        warning = a.text_input("Warning line", key="rule-warn")
+        alert = b.text_input("Alert line", key="rule-alert")
+        clear = c.text_input("Clear line", key="rule-clear")
         save, delete = st.columns([1, 5])
-        saved = save.form_submit_button("Save" if rule else "Create", type="primary")
-        deleted = delete.form_submit_button("Delete", disabled=not rule)
+        saved = save.form_submit_button("Save" if rule else "Create", type="primary", key="rule-save")
+        deleted = delete.form_submit_button("Delete", disabled=not rule, key="rule-delete")
     try:
         if deleted:
             client().delete_rule(chosen)
