@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import os
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ from services.common.tls import ClientTLS
 log = logging.getLogger("cryptolens.alerts")
 
 SERVICE_NAME = "cryptolens.v1.AlertsService"
-SWITCH_INTERVAL_S = 0.0005  # the GIL hand-over wait of the event loop while worker threads compute
 
 
 def _url(value: str) -> str:
@@ -104,6 +102,15 @@ def event_pb(event: dict) -> alerts_pb2.AlertEvent:
     return message
 
 
+def _backtest_answer(rule, symbol: str, ts, close, interval: str, deadline: float | None
+                     ) -> alerts_pb2.BacktestResponse:
+    """The backtest and its answer, in a worker thread: a year of minutes makes thousands of events,
+    and building them on the event loop held it ~100 ms (health checks waited that long)."""
+    transitions = backtest(rule, symbol, ts, close, interval, deadline)
+    return alerts_pb2.BacktestResponse(events=[event_pb(transition_event(t, interval)) for t in transitions],
+                                       bars=len(ts))
+
+
 def rule_pb(rule, builtin: bool) -> alerts_pb2.Rule:
     data = rules_mod.rule_to_dict(rule)
     message = alerts_pb2.Rule(builtin=builtin)
@@ -151,11 +158,7 @@ class AlertsService(alerts_pb2_grpc.AlertsServiceServicer):
         alerts_pb2_grpc.add_AlertsServiceServicer_to_server(self, server)
 
     async def start(self) -> None:
-        # Backtests and rule judging run in worker threads: each time the event loop thread wants the
-        # GIL back from one, it waits out the switch interval, and a health check takes several such
-        # hand-overs (5 ms each by default: 100-300 ms per check on a slow VM during a backtest).
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        # background work starts once Redis answers
+        pass  # background work starts once Redis answers
 
     async def on_redis(self, up: bool) -> None:
         if up and not self._tasks:
@@ -295,6 +298,4 @@ class AlertsService(alerts_pb2_grpc.AlertsServiceServicer):
                                     f"{MAX_WINDOW_BARS:,}; narrow start/end")
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
-        transitions = await asyncio.to_thread(backtest, rule, symbol, ts, close, interval, deadline)
-        return alerts_pb2.BacktestResponse(events=[event_pb(transition_event(t, interval)) for t in transitions],
-                                           bars=len(ts))
+        return await asyncio.to_thread(_backtest_answer, rule, symbol, ts, close, interval, deadline)

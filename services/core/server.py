@@ -316,8 +316,8 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
         bench_state = await self._benchmark(benchmark, symbol, interval, _fetch_from(loaded.window, now))
         key = ("GetStats", loaded.state.stamp, bench_state.stamp if bench_state else None, loaded.window, ask.digest)
         hit = self.results.get("GetStats", key)
-        kept = hit is not None
-        if kept:
+        stored = hit is not None  # the answer is in the result cache (found, or put below)
+        if stored:
             answer, (first, last, count) = hit
         else:
             loaded = await self._read_series(symbol, spec, loaded)
@@ -333,11 +333,11 @@ class CoreService(core_pb2_grpc.CoreServiceServicer):
             first = response.start.ToMilliseconds() if response.HasField("start") else None
             last = response.end.ToMilliseconds() if response.HasField("end") else None
             count = response.count
-            kept = self._fresh_read(loaded, *([bench] if bench else []))
-            if kept:
+            stored = self._fresh_read(loaded, *([bench] if bench else []))
+            if stored:
                 self.results.put(key, answer, (first, last, count))
         answer += self._stats_coverage(loaded, interval, first, last, count, now)
-        if kept:
+        if stored:
             self._answered(ask, loaded, bench_state, key, answer, now)
         return answer + self._stats_tail(loaded.state, interval, now, cached=hit is not None)
 
