@@ -30,7 +30,7 @@ def backtest(rule: Rule, symbol: str, ts: np.ndarray, close: np.ndarray, interva
     state = AlertState.initial(symbol, rule.id, int(ts[0]) if len(ts) else 0)
     out: list[Transition] = []
     # Block by block: a year of minutes as two Python lists at once made every garbage collection
-    # that met them walk a million items (gen2 passes of 140-160 ms that held up the event loop).
+    # that met them walk a million items (gen2 passes of 110-160 ms that held up the event loop).
     for lo in range(0, len(ts), _BLOCK):
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError("the backtest ran out of time; ask for a shorter range")

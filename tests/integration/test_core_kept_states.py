@@ -135,18 +135,19 @@ def test_nothing_is_kept_before_redis_has_the_subscription(redis):
     """redis-py sends SUBSCRIBE (first, or again after a reconnect) without waiting for Redis to take
     it. A state read on another connection meanwhile can be answered first; a write published before
     the SUBSCRIBE arrives reaches nobody, and that state was kept with no event coming to drop it (CI
-    saw a Core answer a bar behind after a reset). Here the subscription's bytes take 0.5 s each way."""
+    saw a Core answer a bar behind after a reset). Here the subscription's bytes take 1 s each way, and
+    subscribing waits 0.5 s for the confirmation: the publish below reaches Redis before the SUBSCRIBE."""
     key = ("BTC-USD", "1m")
 
     async def go():
         direct = aioredis.from_url(redis.url)
-        with LatencyProxy(redis.port, delay_s=0.5) as proxy:
+        with LatencyProxy(redis.port, delay_s=1.0) as proxy:
             kept = KeptStates(aioredis.from_url(f"redis://127.0.0.1:{proxy.port}/0"), max_age_s=60)
             assert await kept.get(key) is MISSING  # subscribes: SUBSCRIBE is on its way to Redis
             kept.put(key, "read before the subscription", kept.mark(key))
             await direct.publish(UPDATES_CHANNEL, json.dumps({"symbol": key[0], "interval": key[1]}))
             before = await kept.get(key)
-            await asyncio.sleep(1.5)  # Redis has it and its answer is back: from now on states are kept
+            await asyncio.sleep(2.5)  # Redis has it and its answer is back: from now on states are kept
             await kept.get(key)
             kept.put(key, "read after", kept.mark(key))
             after = await kept.get(key)
